@@ -1,0 +1,306 @@
+"""One frozen Config for everything tunable, and ``Config.from_env()`` for ``MESH_*``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._errors import ConfigError
+
+__all__ = ["ENV_VARS", "PROFILES", "Config", "Limits", "Timings"]
+
+T = TypeVar("T")
+
+
+# -- field checks: each takes the label to name in errors and the value ---------------------
+
+
+def _string(label: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{label}: expected a string, got {value!r}")
+    return value
+
+
+def _node_name(label: str, value: object) -> str:
+    text = _string(label, value)
+    if not 1 <= len(text) <= 63 or not text.isprintable():
+        raise ConfigError(f"{label}: a node name is 1 to 63 printable characters, got {text!r}")
+    return text
+
+
+def _mesh_name(label: str, value: object) -> str:
+    text = _string(label, value)
+    if not _MESH_NAME.fullmatch(text):
+        raise ConfigError(
+            f"{label}: a mesh name is 1 to 63 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit; got {text!r}"
+        )
+    return text
+
+
+def _host(label: str, value: object) -> str:
+    text = _string(label, value)
+    if not text or any(c.isspace() for c in text) or "/" in text:
+        raise ConfigError(f"{label}: expected a host name or IP address, got {text!r}")
+    return text
+
+
+def _optional_host(label: str, value: object) -> str | None:
+    return None if value is None else _host(label, value)
+
+
+def _optional_interface(label: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = _string(label, value)
+    if not 1 <= len(text) <= 15 or any(c.isspace() or c == "/" for c in text):
+        raise ConfigError(f"{label}: expected a network interface name, got {text!r}")
+    return text
+
+
+def _port(label: str, value: object) -> int:
+    if type(value) is not int or not 0 <= value <= 65535:
+        raise ConfigError(f"{label}: expected a port number 0..65535, got {value!r}")
+    return value
+
+
+def _positive_int(label: str, value: object) -> int:
+    if type(value) is not int or value <= 0:
+        raise ConfigError(f"{label}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _positive_float(label: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{label}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _seeds(label: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, tuple | list):
+        raise ConfigError(f"{label}: expected a list of tcp://host:port addresses, got {value!r}")
+    for seed in value:
+        if not isinstance(seed, str) or not (m := _SEED.fullmatch(seed)):
+            raise ConfigError(f"{label}: {seed!r} is not of the form tcp://host:port[#PUBLICKEY]")
+        _port(label, int(m["port"]))
+    return tuple(value)
+
+
+def _profile(label: str, value: object) -> str:
+    if value not in PROFILES:
+        raise ConfigError(f"{label}: expected one of {', '.join(PROFILES)}, got {value!r}")
+    return str(value)
+
+
+def _optional_path(label: str, value: object) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(f"{label}: expected a file system path, got {value!r}")
+    return Path(value)
+
+
+def _pass(label: str, value: T) -> T:
+    return value
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a peer may send; violations are clear errors, never crashes."""
+
+    #: Largest encoded message, in bytes (checked on encode and decode).
+    max_message_size: int = 8 * 1024 * 1024
+    #: Deepest nesting of lists and maps inside a message.
+    max_depth: int = 64
+    #: Most items in one list or map (and bytes in one ext value).
+    max_collection: int = 100_000
+    #: ZeroMQ high-water marks (messages) for RPC and PUB sockets.
+    send_hwm: int = 100_000
+    recv_hwm: int = 100_000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _positive_int(f"limits.{f.name}", getattr(self, f.name))
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Timeouts in seconds. Profiles pick sensible sets; tests use ``test``."""
+
+    #: How long ``Node.connect`` waits for the peer's WELCOME.
+    connect_timeout: float
+    #: Default deadline of a call that does not give one.
+    call_timeout: float
+    #: How long a stopping node lets work in flight finish.
+    grace_period: float
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _positive_float(f"timings.{f.name}", getattr(self, f.name))
+
+
+#: Named sets of timings: ``lan`` for real networks, ``local`` for one machine,
+#: ``test`` for test suites (tens of milliseconds where it matters).
+PROFILES: Mapping[str, Timings] = {
+    "lan": Timings(connect_timeout=5.0, call_timeout=30.0, grace_period=10.0),
+    "local": Timings(connect_timeout=2.0, call_timeout=10.0, grace_period=5.0),
+    "test": Timings(connect_timeout=2.0, call_timeout=5.0, grace_period=1.0),
+}
+
+_MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_SEED = re.compile(r"tcp://(?P<host>[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})(?:#(?P<key>\S+))?")
+_WILDCARD_HOSTS = {"0.0.0.0", "*", "::", "[::]"}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a node can be told. Immutable: derive variants with :meth:`replace`.
+
+    Invalid values raise :class:`ConfigError` naming the field (or, from
+    :meth:`from_env`, the environment variable).
+    """
+
+    #: Human label of this node; not required to be unique (the id is).
+    name: str = field(default_factory=socket.gethostname)
+    #: Name of the mesh; nodes of other meshes are refused at handshake.
+    mesh: str = "mesh"
+    #: Address to bind the node's sockets to.
+    host: str = "127.0.0.1"
+    #: RPC (ROUTER) port; 0 picks a free one.
+    port: int = 0
+    #: Event (PUB) port; 0 picks a free one.
+    pub_port: int = 0
+    #: Network interface for discovery (zeroconf); None means loopback only.
+    interface: str | None = None
+    #: Host name or IP that peers should use to reach this node, when ``host``
+    #: is a wildcard such as ``0.0.0.0``.
+    advertise: str | None = None
+    #: Addresses of known nodes to join through, ``tcp://host:port[#PUBLICKEY]``.
+    seeds: tuple[str, ...] = ()
+    #: Timing profile: one of :data:`PROFILES`.
+    profile: str = "lan"
+    #: Timings; ``None`` takes the profile's.
+    timings: Timings = None  # type: ignore[assignment]
+    limits: Limits = field(default_factory=Limits)
+    #: Shared-secret file for CURVE security (one secret for the whole mesh).
+    secret_file: Path | None = None
+    #: Directory holding this node's keypair and the allowed public keys.
+    keys_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            value = getattr(self, name)
+            checked = check(name, value)
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+        if self.timings is None:
+            object.__setattr__(self, "timings", PROFILES[self.profile])
+        if not isinstance(self.timings, Timings):
+            raise ConfigError(f"timings: expected a Timings, got {self.timings!r}")
+        if not isinstance(self.limits, Limits):
+            raise ConfigError(f"limits: expected a Limits, got {self.limits!r}")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (``profile`` also resets the timings)."""
+        if "profile" in changes and "timings" not in changes:
+            changes["timings"] = None
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def advertised_host(self) -> str:
+        """The host part of the addresses this node gives to peers."""
+        if self.advertise:
+            return self.advertise
+        if self.host in _WILDCARD_HOSTS:
+            raise ConfigError(
+                f"host: {self.host!r} binds every interface; set advertise (MESH_ADVERTISE) "
+                "to the address peers should use"
+            )
+        return self.host
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a Config from ``MESH_*`` variables (see :data:`ENV_VARS`), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        for var, (target, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = parse(raw.strip())
+                if target.startswith("limits."):
+                    limits[target.removeprefix("limits.")] = _positive_int(var, value)
+                else:
+                    values[target] = _CHECKS[target](var, value)
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{var}: {exc}") from None
+        if limits:
+            values["limits"] = Limits(**limits)
+        values.update(overrides)
+        return cls(**values)
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "name": _node_name,
+    "mesh": _mesh_name,
+    "host": _host,
+    "port": _port,
+    "pub_port": _port,
+    "interface": _optional_interface,
+    "advertise": _optional_host,
+    "seeds": _seeds,
+    "profile": _profile,
+    "timings": _pass,
+    "limits": _pass,
+    "secret_file": _optional_path,
+    "keys_dir": _optional_path,
+}
+
+
+def _split_seeds(raw: str) -> list[str]:
+    return [s for s in re.split(r"[,\s]+", raw) if s]
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
+#: Environment variables that :meth:`Config.from_env` reads: variable -> (field, parser).
+ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
+    "MESH_NAME": ("mesh", str),
+    "MESH_NODE_NAME": ("name", str),
+    "MESH_HOST": ("host", str),
+    "MESH_PORT": ("port", _int),
+    "MESH_PUB_PORT": ("pub_port", _int),
+    "MESH_INTERFACE": ("interface", str),
+    "MESH_ADVERTISE": ("advertise", str),
+    "MESH_SEEDS": ("seeds", _split_seeds),
+    "MESH_PROFILE": ("profile", str),
+    "MESH_SECRET_FILE": ("secret_file", str),
+    "MESH_KEYS_DIR": ("keys_dir", str),
+    "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),
+}

@@ -1,0 +1,174 @@
+"""The one exception tree of mesh.
+
+    MeshError
+    ├── ConfigError               a bad setting; names the variable or field
+    ├── ProtocolError             bytes that are not a valid mesh message
+    ├── TransportError            sockets, addresses, peers
+    │   └── ConnectError          the handshake with a peer did not succeed
+    │       ├── ConnectTimeout    no answer in time (also a TimeoutError)
+    │       ├── WrongMesh         the peer belongs to another mesh
+    │       └── IncompatibleVersion  no protocol version in common
+    └── CallError                 a call did not return a result
+        ├── CallTimeout           its deadline passed (also a TimeoutError)
+        ├── NoProvider            nobody offers the service
+        └── RemoteError           the handler raised; carries the remote type,
+                                  message and traceback text
+
+Errors that cross the wire travel as ``(code, message, type, traceback)``;
+:func:`error_from_wire` rebuilds the matching class on the receiving side.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CallError",
+    "CallTimeout",
+    "ConfigError",
+    "ConnectError",
+    "ConnectTimeout",
+    "IncompatibleVersion",
+    "MeshError",
+    "NoProvider",
+    "ProtocolError",
+    "RemoteError",
+    "TransportError",
+    "WrongMesh",
+]
+
+
+class MeshError(Exception):
+    """Base class of every error that mesh raises on purpose."""
+
+    #: Stable, short code used on the wire and in ``--json`` output.
+    code: str = "error"
+
+
+class ConfigError(MeshError, ValueError):
+    """A configuration value is missing or invalid; the message names it."""
+
+    code = "config"
+
+
+class ProtocolError(MeshError):
+    """Bytes that are not a valid mesh message (or that may not be sent)."""
+
+    code = "protocol"
+
+
+class TransportError(MeshError):
+    """A socket, address or peer problem."""
+
+    code = "transport"
+
+
+class ConnectError(TransportError):
+    """The handshake with ``address`` did not succeed."""
+
+    code = "connect"
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """No WELCOME from the peer within the timeout."""
+
+    code = "connect_timeout"
+
+
+class WrongMesh(ConnectError):
+    """The peer is a node of another mesh."""
+
+    code = "wrong_mesh"
+
+
+class IncompatibleVersion(ConnectError, ProtocolError):
+    """The two sides have no protocol version in common."""
+
+    code = "incompatible_version"
+
+
+class CallError(MeshError):
+    """A call did not produce a result. Carries what is known of the call."""
+
+    code = "call"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str = "",
+        method: str = "",
+        peer: str = "",
+        call_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.service = service
+        self.method = method
+        self.peer = peer
+        self.call_id = call_id
+
+
+class CallTimeout(CallError, TimeoutError):
+    """The call's deadline passed before a result arrived."""
+
+    code = "timeout"
+
+
+class NoProvider(CallError):
+    """No alive node offers the service."""
+
+    code = "no_provider"
+
+
+class RemoteError(CallError):
+    """The remote handler raised; ``remote_type`` and ``remote_traceback`` say what."""
+
+    code = "remote"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str = "",
+        remote_traceback: str = "",
+        service: str = "",
+        method: str = "",
+        peer: str = "",
+        call_id: int | None = None,
+    ) -> None:
+        super().__init__(message, service=service, method=method, peer=peer, call_id=call_id)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{self.remote_type}: {text}" if self.remote_type else text
+
+
+_BY_CODE: dict[str, type[MeshError]] = {
+    cls.code: cls
+    for cls in (
+        MeshError,
+        ConfigError,
+        ProtocolError,
+        TransportError,
+        ConnectError,
+        ConnectTimeout,
+        WrongMesh,
+        IncompatibleVersion,
+        CallError,
+        CallTimeout,
+        NoProvider,
+        RemoteError,
+    )
+}
+
+
+def error_from_wire(code: str, message: str, remote_type: str, traceback: str) -> MeshError:
+    """Rebuild the exception that a peer reported with an ERROR message."""
+    cls = _BY_CODE.get(code, RemoteError)
+    if issubclass(cls, RemoteError):
+        return RemoteError(message, remote_type=remote_type, remote_traceback=traceback)
+    return cls(message)

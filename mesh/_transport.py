@@ -1,0 +1,395 @@
+"""The ZeroMQ boundary: the only module that imports zmq.
+
+One :class:`Transport` (one zmq Context) per node. Every socket is made by
+:meth:`Transport._socket`, where the security hook (CURVE) is applied. Each
+socket is owned by one :class:`Pump` task: other tasks hand it frames with
+:meth:`Pump.send` (a queue), and the pump reads every ready message without
+blocking, up to :data:`READ_BATCH` per turn, then yields so timers run.
+
+Why one owner task: libzmq sockets are not thread-safe and their file
+descriptor is edge-triggered; sending from several tasks through a shadow
+socket loses wake-ups. Why drain with NOBLOCK: one awaited ``recv`` per message
+costs a future and a loop turn each; draining is 2-4x faster (docs/performance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ._config import Limits
+from ._errors import TransportError
+
+__all__ = ["MonitorEvent", "Pump", "PumpStatistics", "Role", "SocketHook", "Transport"]
+
+log = logging.getLogger("mesh.transport")
+
+#: Most messages read from one socket before yielding to the event loop.
+READ_BATCH: Final = 256
+
+Role = Literal["router", "dealer", "pub", "sub"]
+#: Called with every new socket and its role before it binds or connects.
+SocketHook = Callable[[zmq.Socket[bytes], Role], None]
+FrameHandler = Callable[[list[bytes]], None]
+
+_ZMQ_EVENT_NAMES: Final = {
+    zmq.EVENT_CONNECTED: "connected",
+    zmq.EVENT_CONNECT_DELAYED: "connect_delayed",
+    zmq.EVENT_CONNECT_RETRIED: "connect_retried",
+    zmq.EVENT_DISCONNECTED: "disconnected",
+    zmq.EVENT_ACCEPTED: "accepted",
+    zmq.EVENT_CLOSED: "closed",
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake_succeeded",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
+}
+_MONITORED: Final = sum(_ZMQ_EVENT_NAMES)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorEvent:
+    """A socket monitor event: ``kind`` is one of the names above, ``endpoint`` the peer."""
+
+    kind: str
+    endpoint: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class PumpStatistics:
+    """Counters of one socket."""
+
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    #: Messages that could not be sent (unroutable, peer at high-water mark, expired).
+    dropped_out: int
+
+
+class Pump:
+    """The one task that reads and writes one zmq socket."""
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        on_message: FrameHandler | None,
+        *,
+        name: str,
+        wait_when_full: bool,
+        send_timeout: float,
+        on_dropped: Callable[[list[bytes], str], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.name = name
+        self._on_message = on_message
+        self._on_dropped = on_dropped
+        # ROUTERs drop at once when a peer is unreachable or full (one slow peer must not
+        # stall replies to all others); DEALERs wait up to send_timeout for their one peer.
+        self._wait_when_full = wait_when_full
+        self._send_timeout = send_timeout
+        self._outbox: collections.deque[tuple[list[bytes], float]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self.dropped_out = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pump-{self.name}")
+
+    def send(self, frames: list[bytes]) -> None:
+        """Queue ``frames`` for sending; never blocks. Counted as dropped if it cannot go."""
+        if self._closed:
+            self._drop(frames, "socket closed")
+            return
+        self._outbox.append((frames, time.monotonic() + self._send_timeout))
+        self._flushed.clear()
+        self._wake.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued has been handed to libzmq (or dropped)."""
+        try:
+            await asyncio.wait_for(self._flushed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def statistics(self) -> PumpStatistics:
+        return PumpStatistics(
+            self.messages_in, self.messages_out, self.bytes_in, self.bytes_out, self.dropped_out
+        )
+
+    async def aclose(self) -> None:
+        """Stop the task and close the socket at once (LINGER 0)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._outbox:
+            self._drop(self._outbox.popleft()[0], "socket closed")
+        self._flushed.set()
+        self.sock.close(linger=0)
+
+    # the owner task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self.sock.getsockopt(zmq.FD)
+        loop.add_reader(fd, self._wake.set)
+        try:
+            while True:
+                self._wake.clear()
+                events = self.sock.getsockopt(zmq.EVENTS)
+                busy = False
+                if events & zmq.POLLIN:
+                    busy = self._read_batch()
+                if self._outbox:
+                    self._write_ready()
+                if busy:
+                    await asyncio.sleep(0)  # let others run, then go on draining
+                    continue
+                # Recheck after the sends: libzmq may have consumed the edge meanwhile.
+                if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    continue
+                timeout = None
+                if self._outbox:  # blocked on a full or unconnected pipe
+                    timeout = max(0.0, self._outbox[0][1] - time.monotonic()) + 0.001
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            loop.remove_reader(fd)
+
+    def _read_batch(self) -> bool:
+        """Read up to READ_BATCH messages; True if more may be waiting."""
+        sock = self.sock
+        handler = self._on_message
+        for _ in range(READ_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            self.messages_in += 1
+            self.bytes_in += sum(map(len, frames))
+            if handler is None:
+                continue
+            try:
+                handler(frames)
+            except Exception:  # a handler bug must not kill the socket
+                log.exception("%s: message handler failed", self.name)
+        return True
+
+    def _write_ready(self) -> None:
+        """Send what can go now; leave the rest queued if this DEALER's pipe is not ready."""
+        sock = self.sock
+        outbox = self._outbox
+        while outbox:
+            frames, expires = outbox[0]
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                if self._wait_when_full and time.monotonic() < expires:
+                    return
+                outbox.popleft()
+                self._drop(frames, "peer not reachable or at its high-water mark")
+                continue
+            except zmq.ZMQError as exc:
+                outbox.popleft()
+                reason = "no such peer" if exc.errno == errno.EHOSTUNREACH else exc.strerror
+                self._drop(frames, reason)
+                continue
+            outbox.popleft()
+            self.messages_out += 1
+            self.bytes_out += sum(map(len, frames))
+        self._flushed.set()
+
+    def _drop(self, frames: list[bytes], reason: str) -> None:
+        self.dropped_out += 1
+        if self._on_dropped is not None:
+            try:
+                self._on_dropped(frames, reason)
+            except Exception:
+                log.exception("%s: drop handler failed", self.name)
+
+
+class Transport:
+    """One zmq Context and the sockets of one node."""
+
+    def __init__(self, limits: Limits, socket_hook: SocketHook | None = None) -> None:
+        self._limits = limits
+        self._hook = socket_hook
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._pumps: list[Pump] = []
+        self._monitors: dict[Pump, Pump] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._context.closed
+
+    def _socket(self, kind: int, role: Role) -> zmq.Socket[bytes]:
+        """The one place sockets are made: common options, then the security hook."""
+        sock = self._context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._limits.send_hwm)
+        sock.setsockopt(zmq.RCVHWM, self._limits.recv_hwm)
+        # A backstop only: the codec refuses oversize messages with a clear error first.
+        # Twice the limit, so a slightly-too-big message still gets a readable error back.
+        sock.setsockopt(zmq.MAXMSGSIZE, 2 * self._limits.max_message_size + 4096)
+        if self._hook is not None:
+            self._hook(sock, role)
+        return sock
+
+    def _pump(
+        self,
+        sock: zmq.Socket[bytes],
+        on_message: FrameHandler | None,
+        *,
+        name: str,
+        wait_when_full: bool = False,
+        send_timeout: float = 0.0,
+        on_dropped: Callable[[list[bytes], str], None] | None = None,
+    ) -> Pump:
+        pump = Pump(
+            sock,
+            on_message,
+            name=name,
+            wait_when_full=wait_when_full,
+            send_timeout=send_timeout,
+            on_dropped=on_dropped,
+        )
+        pump.start()
+        self._pumps.append(pump)
+        return pump
+
+    def router(
+        self,
+        host: str,
+        port: int,
+        on_message: FrameHandler,
+        on_dropped: Callable[[list[bytes], str], None] | None = None,
+    ) -> tuple[Pump, int]:
+        """A bound ROUTER for incoming calls; returns it and the port it got."""
+        sock = self._socket(zmq.ROUTER, "router")
+        # An unroutable reply must raise (and be counted), not vanish silently.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A peer that reconnects with the same routing id takes over the old pipe.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        port = self._bind(sock, host, port)
+        return self._pump(sock, on_message, name=f"router:{port}", on_dropped=on_dropped), port
+
+    def publisher(self, host: str, port: int) -> tuple[Pump, int]:
+        """A bound PUB socket for events; returns it and the port it got."""
+        sock = self._socket(zmq.PUB, "pub")
+        port = self._bind(sock, host, port)
+        return self._pump(sock, None, name=f"pub:{port}"), port
+
+    def dealer(
+        self,
+        address: str,
+        routing_id: bytes,
+        on_message: FrameHandler,
+        *,
+        send_timeout: float,
+        on_event: Callable[[MonitorEvent], None] | None = None,
+        on_dropped: Callable[[list[bytes], str], None] | None = None,
+    ) -> Pump:
+        """A DEALER connected to ``address``. Use a fresh one after a peer's death."""
+        sock = self._socket(zmq.DEALER, "dealer")
+        # Queue nothing for a connection that is not up: stale calls must never
+        # reach a new process that later binds the same port.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
+            sock.close(linger=0)
+            raise TransportError(f"cannot connect to {address}: {exc.strerror}") from None
+        pump = self._pump(
+            sock,
+            on_message,
+            name=f"dealer:{address}",
+            wait_when_full=True,
+            send_timeout=send_timeout,
+            on_dropped=on_dropped,
+        )
+        if monitor is not None and on_event is not None:
+            self._monitors[pump] = self._pump(
+                monitor, _monitor_handler(on_event), name=f"monitor:{address}"
+            )
+        return pump
+
+    async def close_pump(self, pump: Pump) -> None:
+        """Close one socket (and its monitor)."""
+        monitor = self._monitors.pop(pump, None)
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                pump.sock.disable_monitor()
+            await monitor.aclose()
+            self._pumps.remove(monitor)
+        if pump in self._pumps:
+            self._pumps.remove(pump)
+        await pump.aclose()
+
+    def statistics(self) -> PumpStatistics:
+        """Counters summed over every socket (monitors excluded)."""
+        monitors = set(self._monitors.values())
+        pumps = [p for p in self._pumps if p not in monitors]
+        return PumpStatistics(
+            messages_in=sum(p.messages_in for p in pumps),
+            messages_out=sum(p.messages_out for p in pumps),
+            bytes_in=sum(p.bytes_in for p in pumps),
+            bytes_out=sum(p.bytes_out for p in pumps),
+            dropped_out=sum(p.dropped_out for p in pumps),
+        )
+
+    async def aclose(self) -> None:
+        """Close every socket and end the context."""
+        for pump in list(self._monitors):
+            await self.close_pump(pump)
+        for pump in list(self._pumps):
+            await self.close_pump(pump)
+        self._context.term()
+
+    @staticmethod
+    def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:
+        endpoint = f"tcp://{host}:{port or '*'}"
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(f"cannot bind {endpoint}: {exc.strerror}") from None
+        last = sock.getsockopt(zmq.LAST_ENDPOINT)
+        assert isinstance(last, bytes)
+        return int(last.rsplit(b":", 1)[1])
+
+
+def _monitor_handler(on_event: Callable[[MonitorEvent], None]) -> FrameHandler:
+    def handle(frames: list[bytes]) -> None:
+        message = parse_monitor_message(frames)
+        kind = _ZMQ_EVENT_NAMES.get(message["event"])
+        if kind is not None:
+            endpoint = message["endpoint"]
+            text = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else endpoint
+            on_event(MonitorEvent(kind, str(text), int(message["value"])))
+
+    return handle

@@ -1,0 +1,609 @@
+"""Mesh messages and their one-frame msgpack codec (pure: no sockets, no clock).
+
+Every ROUTER/DEALER message is one msgpack array ``[version, kind, field, ...]``.
+Fields are positional; a receiver ignores trailing fields it does not know, and
+fields added later always have defaults, so old and new nodes understand each
+other. HELLO, WELCOME and ERROR keep their layout in every protocol version, so
+two nodes can always tell each other which versions they speak. Events on PUB
+sockets are two frames, ``[topic, msgpack array]``, so ZeroMQ filters on the
+topic at the publisher. ``docs/protocol.md`` is the byte-level specification.
+
+The decoding rule: :meth:`Codec.decode` returns a message or raises
+:class:`ProtocolError`, whatever the bytes. Encoding applies the same limits, so
+a node never sends what its peer would refuse.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Final, TypeAlias, TypeVar
+
+import msgpack
+
+from ._config import Limits
+from ._errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL_MAX",
+    "PROTOCOL_MIN",
+    "Call",
+    "Cancel",
+    "Codec",
+    "Credit",
+    "Error",
+    "Event",
+    "Goodbye",
+    "Hello",
+    "Kind",
+    "Message",
+    "Reply",
+    "StreamEnd",
+    "StreamItem",
+    "TypeRegistry",
+    "Welcome",
+    "default_types",
+    "negotiate",
+    "register_type",
+]
+
+#: Protocol versions this implementation speaks.
+PROTOCOL_MIN: Final = 1
+PROTOCOL_MAX: Final = 1
+
+_U64_MAX: Final = 2**64 - 1
+
+
+class Kind(IntEnum):
+    """Message kinds. 16-31 are reserved for membership, 32-47 for events."""
+
+    HELLO = 1
+    WELCOME = 2
+    CALL = 3
+    REPLY = 4
+    ERROR = 5
+    STREAM_ITEM = 6
+    STREAM_END = 7
+    CREDIT = 8
+    CANCEL = 9
+    GOODBYE = 10
+    EVENT = 32
+
+
+#: Kinds whose layout is the same in every protocol version (the handshake).
+_VERSIONLESS: Final = frozenset({Kind.HELLO, Kind.WELCOME, Kind.ERROR})
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on a new connection: who I am and which versions I speak."""
+
+    ref: int
+    node_id: str
+    name: str
+    mesh: str
+    min_version: int
+    max_version: int
+    services: dict[str, str] = field(default_factory=dict)
+    public_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Answer to HELLO: who I am, and the version both sides use from now on."""
+
+    ref: int
+    node_id: str
+    name: str
+    mesh: str
+    min_version: int
+    max_version: int
+    version: int
+    services: dict[str, str] = field(default_factory=dict)
+    public_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call ``target`` (``"service.method"``); ``credit`` > 0 asks for a stream."""
+
+    call_id: int
+    target: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Milliseconds the caller will still wait, or None for no deadline.
+    deadline_ms: int | None = None
+    credit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The result of a call."""
+
+    call_id: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request failed. ``ref`` is the call id (or HELLO ref, or 0 if unknown)."""
+
+    ref: int
+    code: str
+    message: str
+    type: str = ""
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One item of a streaming call."""
+
+    call_id: int
+    item: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The stream is complete."""
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """The caller can take ``n`` more stream items."""
+
+    call_id: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The caller no longer wants the result."""
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The sender is leaving on purpose; forget its connection."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event (sent on PUB sockets as ``[topic, payload]``)."""
+
+    topic: str
+    publisher: str
+    seq: int
+    #: Publisher's wall clock, seconds since the epoch.
+    timestamp: float
+    data: Any = None
+
+
+Message: TypeAlias = (
+    Hello | Welcome | Call | Reply | Error | StreamItem | StreamEnd | Credit | Cancel | Goodbye
+)
+
+# -- field checks ---------------------------------------------------------------------------
+
+_Check = Callable[[Any], bool]
+_REQUIRED: Final = object()
+
+
+def _is_u64(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= _U64_MAX
+
+
+def _is_version(v: Any) -> bool:
+    return type(v) is int and 1 <= v <= 0xFFFF
+
+
+def _is_str(v: Any) -> bool:
+    return type(v) is str
+
+
+def _is_opt_bytes(v: Any) -> bool:
+    return v is None or type(v) is bytes
+
+
+def _is_opt_u64(v: Any) -> bool:
+    return v is None or _is_u64(v)
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is float or type(v) is int
+
+
+def _is_list(v: Any) -> bool:
+    return type(v) is list
+
+
+def _is_map(v: Any) -> bool:
+    return type(v) is dict
+
+
+def _is_str_map(v: Any) -> bool:
+    return type(v) is dict and all(type(x) is str for x in v.values())
+
+
+def _is_any(v: Any) -> bool:
+    return True
+
+
+_Spec = tuple[tuple[str, _Check, Any], ...]
+
+_SPECS: dict[int, tuple[type[Any], _Spec]] = {
+    Kind.HELLO: (
+        Hello,
+        (
+            ("ref", _is_u64, _REQUIRED),
+            ("node_id", _is_str, _REQUIRED),
+            ("name", _is_str, _REQUIRED),
+            ("mesh", _is_str, _REQUIRED),
+            ("min_version", _is_version, _REQUIRED),
+            ("max_version", _is_version, _REQUIRED),
+            ("services", _is_str_map, {}),
+            ("public_key", _is_opt_bytes, None),
+        ),
+    ),
+    Kind.WELCOME: (
+        Welcome,
+        (
+            ("ref", _is_u64, _REQUIRED),
+            ("node_id", _is_str, _REQUIRED),
+            ("name", _is_str, _REQUIRED),
+            ("mesh", _is_str, _REQUIRED),
+            ("min_version", _is_version, _REQUIRED),
+            ("max_version", _is_version, _REQUIRED),
+            ("version", _is_version, _REQUIRED),
+            ("services", _is_str_map, {}),
+            ("public_key", _is_opt_bytes, None),
+        ),
+    ),
+    Kind.CALL: (
+        Call,
+        (
+            ("call_id", _is_u64, _REQUIRED),
+            ("target", _is_str, _REQUIRED),
+            ("args", _is_list, []),
+            ("kwargs", _is_map, {}),
+            ("deadline_ms", _is_opt_u64, None),
+            ("credit", _is_u64, 0),
+        ),
+    ),
+    Kind.REPLY: (Reply, (("call_id", _is_u64, _REQUIRED), ("result", _is_any, None))),
+    Kind.ERROR: (
+        Error,
+        (
+            ("ref", _is_u64, _REQUIRED),
+            ("code", _is_str, _REQUIRED),
+            ("message", _is_str, _REQUIRED),
+            ("type", _is_str, ""),
+            ("traceback", _is_str, ""),
+        ),
+    ),
+    Kind.STREAM_ITEM: (StreamItem, (("call_id", _is_u64, _REQUIRED), ("item", _is_any, None))),
+    Kind.STREAM_END: (StreamEnd, (("call_id", _is_u64, _REQUIRED),)),
+    Kind.CREDIT: (Credit, (("call_id", _is_u64, _REQUIRED), ("n", _is_u64, _REQUIRED))),
+    Kind.CANCEL: (Cancel, (("call_id", _is_u64, _REQUIRED),)),
+    Kind.GOODBYE: (Goodbye, (("node_id", _is_str, _REQUIRED),)),
+    Kind.EVENT: (
+        Event,
+        (
+            ("topic", _is_str, _REQUIRED),
+            ("publisher", _is_str, _REQUIRED),
+            ("seq", _is_u64, _REQUIRED),
+            ("timestamp", _is_number, _REQUIRED),
+            ("data", _is_any, None),
+        ),
+    ),
+}
+
+_KIND_OF: dict[type[Any], Kind] = {cls: Kind(kind) for kind, (cls, _) in _SPECS.items()}
+
+#: Fields that carry user values: their content is walked for depth and key types.
+_PAYLOAD_FIELDS: Final = frozenset({"args", "kwargs", "result", "item", "data", "services"})
+
+
+# -- extension types ------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+_EXT_UUID: Final = 1
+_RESERVED_EXT_CODES: Final = range(0, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class _ExtType:
+    cls: type[Any]
+    code: int
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+class TypeRegistry:
+    """Extra Python types carried as msgpack ext values. Both sides must register them.
+
+    ``datetime`` (timezone-aware, as the msgpack timestamp, decoded in UTC) and
+    ``UUID`` are built in. Codes 0-15 are reserved for mesh; use 16-127.
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[type[Any], _ExtType] = {}
+        self._by_code: dict[int, _ExtType] = {}
+
+    def register(
+        self,
+        cls: type[T],
+        code: int,
+        encode: Callable[[T], bytes],
+        decode: Callable[[bytes], T],
+    ) -> None:
+        """Carry instances of ``cls`` as ext ``code``, using ``encode``/``decode``."""
+        if type(code) is not int or not 16 <= code <= 127:
+            raise ValueError(f"ext code must be 16..127 (0-15 are mesh's own), got {code!r}")
+        if code in self._by_code and self._by_code[code].cls is not cls:
+            raise ValueError(f"ext code {code} is already used by {self._by_code[code].cls!r}")
+        entry = _ExtType(cls, code, encode, decode)
+        self._by_type[cls] = entry
+        self._by_code[code] = entry
+
+    def knows(self, value: Any) -> bool:
+        return type(value) in self._by_type
+
+    def pack(self, value: Any) -> msgpack.ExtType:
+        if isinstance(value, uuid.UUID):
+            return msgpack.ExtType(_EXT_UUID, value.bytes)
+        if isinstance(value, _dt.datetime):
+            raise ProtocolError(
+                "cannot send a naive datetime (no tzinfo): its meaning differs between "
+                "hosts; use an aware one, e.g. datetime.now(timezone.utc)"
+            )
+        entry = self._by_type.get(type(value))
+        if entry is None:
+            raise ProtocolError(f"cannot send a value of type {type(value).__name__}")
+        data = entry.encode(value)
+        if not isinstance(data, bytes):
+            raise ProtocolError(f"encoder for {entry.cls.__name__} returned {type(data).__name__}")
+        return msgpack.ExtType(entry.code, data)
+
+    def unpack(self, code: int, data: bytes) -> Any:
+        if code == _EXT_UUID:
+            if len(data) != 16:
+                raise ProtocolError(f"UUID ext value of {len(data)} bytes (expected 16)")
+            return uuid.UUID(bytes=data)
+        entry = self._by_code.get(code)
+        if entry is None:
+            raise ProtocolError(f"unknown ext type {code} (register it with mesh.register_type)")
+        try:
+            return entry.decode(data)
+        except Exception as exc:
+            raise ProtocolError(f"ext type {code} ({entry.cls.__name__}): {exc}") from exc
+
+
+#: The registry that codecs use unless given another.
+default_types = TypeRegistry()
+
+
+def register_type(
+    cls: type[T], code: int, encode: Callable[[T], bytes], decode: Callable[[bytes], T]
+) -> None:
+    """Register an extra type in :data:`default_types` (see :class:`TypeRegistry`)."""
+    default_types.register(cls, code, encode, decode)
+
+
+# -- the codec ------------------------------------------------------------------------------
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None), bytes})
+_BINARY: Final = (bytes, bytearray, memoryview)
+_SCALAR_CLASSES: Final = (str, int, float, type(None), *_BINARY)
+
+
+class Codec:
+    """Encodes and decodes messages within ``limits``. Not thread-safe; one per node."""
+
+    __slots__ = ("_limits", "_types", "_unpack_options")
+
+    def __init__(self, limits: Limits | None = None, types: TypeRegistry | None = None) -> None:
+        self._limits = limits or Limits()
+        self._types = types or default_types
+        size = self._limits.max_message_size
+        self._unpack_options: dict[str, Any] = dict(
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            timestamp=3,
+            ext_hook=self._types.unpack,
+            max_str_len=size,
+            max_bin_len=size,
+            max_ext_len=size,
+            max_array_len=self._limits.max_collection,
+            max_map_len=self._limits.max_collection,
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    # encoding
+
+    def encode(self, message: Message, version: int = PROTOCOL_MAX) -> bytes:
+        """One frame for ``message``; raises ProtocolError for what a peer would refuse."""
+        kind = _KIND_OF.get(type(message))
+        if kind is None or kind is Kind.EVENT:
+            raise ProtocolError(f"not a message: {message!r}")
+        return self._pack(kind, message, version)
+
+    def encode_event(self, event: Event, version: int = PROTOCOL_MAX) -> list[bytes]:
+        """The two PUB frames for ``event``: the topic, then the payload."""
+        topic = event.topic.encode()
+        return [topic, self._pack(Kind.EVENT, event, version)]
+
+    def _pack(self, kind: Kind, message: Any, version: int) -> bytes:
+        _, spec = _SPECS[kind]
+        frame: list[Any] = [version, int(kind)]
+        for name, check, _default in spec:
+            value = getattr(message, name)
+            if name in _PAYLOAD_FIELDS:
+                self._check_value(value, name)
+            if not check(value):
+                raise ProtocolError(f"{kind.name}.{name}: invalid value {value!r:.80}")
+            frame.append(value)
+        try:
+            data: bytes = msgpack.packb(frame, use_bin_type=True, datetime=True, default=self._types.pack)
+        except ProtocolError:
+            raise
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise ProtocolError(f"{kind.name}: cannot encode: {exc}") from exc
+        if len(data) > self._limits.max_message_size:
+            raise ProtocolError(
+                f"{kind.name} message of {len(data)} bytes exceeds the limit of "
+                f"{self._limits.max_message_size} bytes (limits.max_message_size)"
+            )
+        return data
+
+    def _check_value(self, value: Any, where: str) -> None:
+        """Refuse what a peer would refuse: depth, sizes, key and value types."""
+        if type(value) in _SCALARS:
+            return
+        max_depth = self._limits.max_depth
+        max_items = self._limits.max_collection
+        types = self._types
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, _SCALAR_CLASSES):
+                if isinstance(item, _BINARY) and len(item) > self._limits.max_message_size:
+                    raise ProtocolError(f"{where}: binary value too large")
+                continue
+            if isinstance(item, list | tuple | dict):
+                if depth > max_depth:
+                    raise ProtocolError(
+                        f"{where}: nesting deeper than {max_depth} (limits.max_depth)"
+                    )
+                if len(item) > max_items:
+                    raise ProtocolError(
+                        f"{where}: {len(item)} items in one collection exceeds "
+                        f"{max_items} (limits.max_collection)"
+                    )
+                if isinstance(item, dict):
+                    for key, child in item.items():
+                        if not isinstance(key, str):
+                            raise ProtocolError(
+                                f"{where}: map keys must be strings, got {type(key).__name__}"
+                            )
+                        if type(child) not in _SCALARS:
+                            stack.append((child, depth + 1))
+                else:
+                    stack.extend((child, depth + 1) for child in item if type(child) not in _SCALARS)
+                continue
+            if isinstance(item, uuid.UUID) or types.knows(item):
+                continue
+            if isinstance(item, _dt.datetime):
+                if item.tzinfo is None:
+                    types.pack(item)  # raises the clear naive-datetime error
+                continue
+            raise ProtocolError(f"{where}: cannot send a value of type {type(item).__name__}")
+
+    # decoding
+
+    def decode(self, frame: bytes) -> Message:
+        """The message in ``frame``, or ProtocolError. Never raises anything else."""
+        message = self._unpack(frame)
+        if type(message) is Event:
+            raise ProtocolError("EVENT messages belong on PUB sockets, not RPC sockets")
+        return message  # type: ignore[no-any-return]
+
+    def decode_event(self, frames: list[bytes]) -> Event:
+        """The event in PUB ``frames`` ``[topic, payload]``, or ProtocolError."""
+        if len(frames) != 2:
+            raise ProtocolError(f"an event has 2 frames, got {len(frames)}")
+        event = self._unpack(frames[1])
+        if type(event) is not Event:
+            raise ProtocolError("expected an EVENT message on a PUB socket")
+        if event.topic.encode() != frames[0]:
+            raise ProtocolError("event topic frame does not match the payload topic")
+        return event
+
+    def _unpack(self, frame: bytes) -> Any:
+        if not isinstance(frame, bytes | bytearray | memoryview):
+            raise ProtocolError(f"a frame is bytes, got {type(frame).__name__}")
+        if len(frame) > self._limits.max_message_size:
+            raise ProtocolError(
+                f"message of {len(frame)} bytes exceeds the limit of "
+                f"{self._limits.max_message_size} bytes (limits.max_message_size)"
+            )
+        try:
+            raw = msgpack.unpackb(frame, **self._unpack_options)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # msgpack raises many types for bad bytes
+            raise ProtocolError(f"not a valid msgpack frame: {type(exc).__name__}: {exc}") from exc
+        if type(raw) is not list or len(raw) < 2:
+            raise ProtocolError("a message is an array [version, kind, ...]")
+        version, kind = raw[0], raw[1]
+        if not _is_version(version):
+            raise ProtocolError(f"invalid protocol version {version!r:.40}")
+        if type(kind) is not int or kind not in _SPECS:
+            raise ProtocolError(f"unknown message kind {kind!r:.40}")
+        if kind not in _VERSIONLESS and not PROTOCOL_MIN <= version <= PROTOCOL_MAX:
+            raise ProtocolError(
+                f"message in protocol version {version}; "
+                f"this node speaks {PROTOCOL_MIN}..{PROTOCOL_MAX}"
+            )
+        cls, spec = _SPECS[kind]
+        values = raw[2:]
+        args: list[Any] = []
+        for i, (name, check, default) in enumerate(spec):
+            if i < len(values):
+                value = values[i]
+                if not check(value):
+                    raise ProtocolError(
+                        f"{Kind(kind).name}.{name}: invalid value of type {type(value).__name__}"
+                    )
+                if name in _PAYLOAD_FIELDS:
+                    self._check_decoded(value, name)
+                args.append(value)
+            elif default is _REQUIRED:
+                raise ProtocolError(f"{Kind(kind).name}: missing field {name}")
+            else:
+                args.append(default.copy() if isinstance(default, dict | list) else default)
+        return cls(*args)
+
+    def _check_decoded(self, value: Any, where: str) -> None:
+        """Depth and key checks on a decoded value, without recursion."""
+        if type(value) in _SCALARS:
+            return
+        max_depth = self._limits.max_depth
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            kind = type(item)
+            if kind is list:
+                if depth > max_depth:
+                    raise ProtocolError(f"{where}: nesting deeper than {max_depth}")
+                stack.extend((c, depth + 1) for c in item if type(c) is list or type(c) is dict)
+            elif kind is dict:
+                if depth > max_depth:
+                    raise ProtocolError(f"{where}: nesting deeper than {max_depth}")
+                for key, child in item.items():
+                    if type(key) is not str:
+                        raise ProtocolError(f"{where}: map keys must be strings")
+                    if type(child) is list or type(child) is dict:
+                        stack.append((child, depth + 1))
+
+
+def negotiate(ours: tuple[int, int], theirs: tuple[int, int]) -> int | None:
+    """The highest protocol version in both ``(min, max)`` ranges, or None."""
+    low, high = max(ours[0], theirs[0]), min(ours[1], theirs[1])
+    return high if low <= high else None

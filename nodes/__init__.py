@@ -1,0 +1,1 @@
+"""Ready-made node programs (run with ``python -m nodes.NAME``)."""
