@@ -227,12 +227,13 @@ class Node:
         pumps = [c.pump for c in self._connections.values()]
         if self._router is not None:
             pumps.append(self._router)
-        await asyncio.gather(*(p.flush(timeout=min(grace, 0.5)) for p in pumps))
+        linger = min(grace, 0.5)
+        await asyncio.gather(*(p.flush(timeout=linger) for p in pumps))
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("node closed"))
         self._pending.clear()
-        await self._transport.aclose()
+        await self._transport.aclose(linger)
         self._connections.clear()
         self._sessions.clear()
         if self._stop is not None:

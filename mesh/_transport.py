@@ -133,8 +133,9 @@ class Pump:
             self.messages_in, self.messages_out, self.bytes_in, self.bytes_out, self.dropped_out
         )
 
-    async def aclose(self) -> None:
-        """Stop the task and close the socket at once (LINGER 0)."""
+    async def aclose(self, linger: float = 0.0) -> None:
+        """Stop the task and close the socket; libzmq may spend ``linger`` seconds
+        delivering what it already holds (in the background of ``Context.term``)."""
         if self._closed:
             return
         self._closed = True
@@ -145,7 +146,7 @@ class Pump:
         while self._outbox:
             self._drop(self._outbox.popleft()[0], "socket closed")
         self._flushed.set()
-        self.sock.close(linger=0)
+        self.sock.close(linger=int(linger * 1000))
 
     # the owner task
 
@@ -165,8 +166,11 @@ class Pump:
                 if busy:
                     await asyncio.sleep(0)  # let others run, then go on draining
                     continue
-                # Recheck after the sends: libzmq may have consumed the edge meanwhile.
-                if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                # Recheck before sleeping: reading EVENTS (here or in a send) processes
+                # libzmq's pending commands and resets the fd, so a message or a newly
+                # attached pipe (POLLOUT for a waiting DEALER) would otherwise wake no one.
+                events = self.sock.getsockopt(zmq.EVENTS)
+                if events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT):
                     continue
                 timeout = None
                 if self._outbox:  # blocked on a full or unconnected pipe
@@ -338,7 +342,7 @@ class Transport:
             )
         return pump
 
-    async def close_pump(self, pump: Pump) -> None:
+    async def close_pump(self, pump: Pump, linger: float = 0.0) -> None:
         """Close one socket (and its monitor)."""
         monitor = self._monitors.pop(pump, None)
         if monitor is not None:
@@ -348,7 +352,7 @@ class Transport:
             self._pumps.remove(monitor)
         if pump in self._pumps:
             self._pumps.remove(pump)
-        await pump.aclose()
+        await pump.aclose(linger)
 
     def statistics(self) -> PumpStatistics:
         """Counters summed over every socket (monitors excluded)."""
@@ -362,13 +366,15 @@ class Transport:
             dropped_out=sum(p.dropped_out for p in pumps),
         )
 
-    async def aclose(self) -> None:
-        """Close every socket and end the context."""
+    async def aclose(self, linger: float = 0.0) -> None:
+        """Close every socket and end the context, letting libzmq deliver what it
+        holds for up to ``linger`` seconds (a goodbye, the last replies)."""
         for pump in list(self._monitors):
             await self.close_pump(pump)
         for pump in list(self._pumps):
-            await self.close_pump(pump)
-        self._context.term()
+            await self.close_pump(pump, linger)
+        # term() blocks until lingering messages are out: keep the loop free meanwhile.
+        await asyncio.to_thread(self._context.term)
 
     @staticmethod
     def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:

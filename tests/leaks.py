@@ -99,7 +99,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("leaks_allowed"):
         yield
         return
-    check_namespaces = request.node.get_closest_marker("lan") is not None
+    check_namespaces = (
+        request.node.get_closest_marker("lan") is not None
+        or "lan_factory" in request.fixturenames
+    )
     before = snapshot(check_namespaces)
     yield
     deadline = time.monotonic() + SETTLE_SECONDS

@@ -1,0 +1,327 @@
+"""Nodes in one process on 127.0.0.1: handshake, version negotiation, hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+import zmq.asyncio
+
+import mesh
+from mesh import ConfigError, ConnectError, ConnectTimeout, IncompatibleVersion, Node, WrongMesh
+from mesh._transport import Transport
+from mesh._wire import Call, Codec, Error, Goodbye, Hello, Kind, Welcome
+
+codec = Codec()
+
+
+def node(name: str, mesh_name: str = "test", **kw: Any) -> Node:
+    return Node(mesh.Config(name=name, mesh=mesh_name, profile="test"), **kw)
+
+
+class RawSockets:
+    """Plain zmq sockets playing hostile, old or new peers; all closed at teardown."""
+
+    def __init__(self) -> None:
+        self.context = zmq.asyncio.Context()
+        self.sockets: list[zmq.asyncio.Socket] = []
+
+    def socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        self.sockets.append(sock)
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+async def zctx() -> AsyncIterator[RawSockets]:
+    raw = RawSockets()
+    yield raw
+    raw.close()
+
+
+async def raw_dealer(raw: RawSockets, address: str) -> zmq.asyncio.Socket:
+    sock = raw.socket(zmq.DEALER)
+    sock.connect(address)
+    return sock
+
+
+async def ask(sock: zmq.asyncio.Socket, *frames: bytes, timeout: float = 2.0) -> Any:
+    await sock.send_multipart(list(frames))
+    reply = await asyncio.wait_for(sock.recv_multipart(), timeout)
+    assert len(reply) == 1
+    return codec.decode(reply[0])
+
+
+def hello(ref: int = 1, mesh_name: str = "test", versions: tuple[int, int] = (1, 1)) -> bytes:
+    return codec.encode(Hello(ref, "f" * 32, "raw", mesh_name, *versions))
+
+
+async def test_two_nodes_introduce_themselves() -> None:
+    async with node("a") as a, node("b") as b:
+        assert a.address.startswith("tcp://127.0.0.1:")
+        assert a.pub_address != a.address
+        peer = await b.connect(a.address)
+        assert (peer.id, peer.name, peer.mesh, peer.version) == (a.id, "a", "test", 1)
+        assert peer.address == a.address
+        assert b.peers[a.id] == peer
+        assert a.peers[b.id].name == "b"
+        assert a.statistics().peers == 1
+
+
+async def test_node_ids_are_random_per_start_and_names_need_not_be_unique() -> None:
+    async with node("same") as a, node("same") as b:
+        assert a.id != b.id and len(a.id) == 32
+        await b.connect(a.address)
+        assert a.peers[b.id].name == "same"
+
+
+async def test_wrong_mesh_is_refused_and_the_node_keeps_serving() -> None:
+    async with node("a", "blue") as a, node("b", "green") as b, node("c", "blue") as c:
+        with pytest.raises(WrongMesh, match="belongs to mesh 'blue', not 'green'") as info:
+            await b.connect(a.address)
+        assert info.value.address == a.address
+        assert a.statistics().handshakes_refused == 1
+        assert b.peers == {}
+        assert (await c.connect(a.address)).id == a.id
+
+
+async def test_connect_to_nothing_times_out_with_a_reason() -> None:
+    async with node("a") as a:
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeout, match="connection refused") as info:
+            await a.connect("tcp://127.0.0.1:9", timeout=0.3)
+        assert isinstance(info.value, TimeoutError)
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert a.peers == {}
+
+
+async def test_connect_to_a_silent_socket_times_out(zctx: RawSockets) -> None:
+    silent = zctx.socket(zmq.ROUTER)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    async with node("a") as a:
+        with pytest.raises(ConnectTimeout, match="no mesh node answered"):
+            await a.connect(f"tcp://127.0.0.1:{port}", timeout=0.3)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:5000", "tcp://host", "udp://a:1", ""])
+async def test_connect_to_a_malformed_address_is_a_clear_error(address: str) -> None:
+    async with node("a") as a:
+        with pytest.raises(ConnectError, match="not a tcp://host:port address"):
+            await a.connect(address)
+
+
+async def test_new_peer_gets_the_highest_common_version(zctx: RawSockets) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        answer = await ask(sock, hello(versions=(1, 5)))
+        assert isinstance(answer, Welcome)
+        assert (answer.version, answer.min_version, answer.max_version) == (1, 1, 1)
+
+
+async def test_incompatible_peer_is_refused_and_the_node_keeps_serving(
+    zctx: RawSockets,
+) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        answer = await ask(sock, hello(ref=7, versions=(2, 5)))
+        assert isinstance(answer, Error)
+        assert (answer.ref, answer.code) == (7, "incompatible_version")
+        assert "speaks 1..1, the caller 2..5" in answer.message
+        assert isinstance(await ask(sock, hello(ref=8)), Welcome)
+
+
+async def fake_peer(zctx: RawSockets, answer: Any) -> tuple[str, asyncio.Task[None]]:
+    """A ROUTER that answers one HELLO with ``answer(hello)``."""
+    sock = zctx.socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+
+    async def serve() -> None:
+        routing_id, frame = await sock.recv_multipart()
+        request = codec.decode(frame)
+        assert isinstance(request, Hello)
+        await sock.send_multipart([routing_id, codec.encode(answer(request))])
+
+    return f"tcp://127.0.0.1:{port}", asyncio.create_task(serve())
+
+
+def welcome(request: Hello, low: int, high: int, chosen: int, mesh_name: str = "test") -> Welcome:
+    return Welcome(request.ref, "e" * 32, "peer", mesh_name, low, high, chosen)
+
+
+async def test_connect_to_a_newer_peer_uses_the_old_version(zctx: RawSockets) -> None:
+    address, served = await fake_peer(zctx, lambda r: welcome(r, 1, 3, 1))
+    async with node("a") as a:
+        peer = await a.connect(address)
+        await served
+        assert peer.version == 1
+
+
+async def test_connect_to_a_peer_with_no_common_version_fails(zctx: RawSockets) -> None:
+    address, served = await fake_peer(zctx, lambda r: welcome(r, 2, 3, 2))
+    async with node("a") as a:
+        with pytest.raises(IncompatibleVersion, match="speaks protocol 2..3"):
+            await a.connect(address)
+        await served
+        assert a.peers == {}
+
+
+async def test_peer_of_another_mesh_answering_welcome_is_refused(
+    zctx: RawSockets,
+) -> None:
+    address, served = await fake_peer(zctx, lambda r: welcome(r, 1, 1, 1, mesh_name="other"))
+    async with node("a") as a:
+        with pytest.raises(WrongMesh, match="of mesh 'other'"):
+            await a.connect(address)
+        await served
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        ([b"\xc1"], "not a valid msgpack frame"),
+        ([b"garbage that is not msgpack at all"], "not a valid msgpack frame"),
+        ([msgpack.packb([1, 99, 1])], "unknown message kind 99"),
+        ([msgpack.packb([9, int(Kind.CALL), 1, "x.y"])], "protocol version 9"),
+        ([hello(), hello()], "exactly one frame"),
+        ([b""], "not a valid msgpack frame"),
+    ],
+)
+async def test_garbage_gets_a_protocol_error_and_the_node_keeps_serving(
+    zctx: RawSockets, frames: list[bytes], match: str
+) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        answer = await ask(sock, *frames)
+        assert isinstance(answer, Error)
+        assert answer.code == "protocol"
+        assert match in answer.message
+        assert a.statistics().protocol_errors == 1
+        assert isinstance(await ask(sock, hello()), Welcome)
+
+
+async def test_oversized_frames_do_not_hurt_the_node(zctx: RawSockets) -> None:
+    limit = 64 * 1024
+    async with node("a", limits=mesh.Limits(max_message_size=limit)) as a, node("b") as b:
+        sock = await raw_dealer(zctx, a.address)
+        # Over the limit but under the socket backstop: a clear error back.
+        answer = await ask(sock, b"\x00" * (limit + 10))
+        assert isinstance(answer, Error)
+        assert "exceeds the limit" in answer.message
+        # Far over: libzmq drops that connection; the node serves everyone else.
+        await sock.send(b"\x00" * (4 * limit))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sock.recv_multipart(), 0.3)
+        assert (await b.connect(a.address)).id == a.id
+
+
+async def test_messages_before_hello_are_refused(zctx: RawSockets) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        answer = await ask(sock, codec.encode(Call(5, "calc.add", [1, 2])))
+        assert isinstance(answer, Error)
+        assert (answer.ref, answer.code, answer.message) == (5, "protocol", "say HELLO first")
+
+
+async def test_call_to_a_node_without_the_service_says_no_provider(
+    zctx: RawSockets,
+) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        await ask(sock, hello())
+        answer = await ask(sock, codec.encode(Call(5, "calc.add", [1, 2])))
+        assert isinstance(answer, Error)
+        assert (answer.ref, answer.code) == (5, "no_provider")
+        assert "calc.add" in answer.message
+
+
+async def test_leaving_node_says_goodbye(zctx: RawSockets) -> None:
+    async with node("a") as a:
+        b = node("b")
+        await b.start()
+        await b.connect(a.address)
+        assert b.id in a.peers
+        await b.aclose()
+        await wait_for(lambda: b.id not in a.peers)
+    # A raw peer that said HELLO is told goodbye when the node leaves.
+    async with node("c") as c:
+        sock = await raw_dealer(zctx, c.address)
+        await ask(sock, hello())
+    frame = await asyncio.wait_for(sock.recv(), 2)
+    assert codec.decode(frame) == Goodbye(c.id)
+
+
+async def test_peer_that_leaves_is_forgotten_by_the_caller() -> None:
+    async with node("b") as b:
+        a = node("a")
+        await a.start()
+        await b.connect(a.address)
+        await a.aclose()
+        await wait_for(lambda: a.id not in b.peers)
+
+
+async def test_reconnect_uses_a_fresh_connection() -> None:
+    async with node("a") as a, node("b") as b:
+        first = await b.connect(a.address)
+        second = await b.connect(a.address)
+        assert first == second
+        assert len(b.peers) == 1
+
+
+async def test_node_must_be_started() -> None:
+    n = node("a")
+    with pytest.raises(mesh.MeshError, match="not started"):
+        _ = n.address
+    with pytest.raises(mesh.MeshError, match="not started"):
+        await n.connect("tcp://127.0.0.1:1")
+
+
+def test_unknown_keyword_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting"):
+        node("a", colour="blue")
+
+
+async def test_busy_port_is_a_transport_error() -> None:
+    async with node("a") as a:
+        port = int(a.address.rsplit(":", 1)[1])
+        with pytest.raises(mesh.TransportError, match="cannot bind"):
+            async with node("b", port=port):
+                pass
+
+
+async def test_unroutable_reply_is_counted_not_silent() -> None:
+    dropped: list[str] = []
+    transport = Transport(mesh.Limits())
+    try:
+        router, _ = transport.router("127.0.0.1", 0, lambda f: None, lambda f, why: dropped.append(why))
+        router.send([b"nobody", b"reply"])
+        assert await router.flush(1.0)
+        assert dropped == ["no such peer"]
+        assert transport.statistics().dropped_out == 1
+    finally:
+        await transport.aclose()
+
+
+async def test_closing_twice_is_harmless() -> None:
+    a = node("a")
+    await a.start()
+    await a.aclose()
+    await a.aclose()
+
+
+async def wait_for(condition: Any, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
