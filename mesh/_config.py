@@ -116,8 +116,6 @@ def _pass(label: str, value: T) -> T:
     return value
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on what a peer may send; violations are clear errors, never crashes."""
@@ -126,7 +124,7 @@ class Limits:
     max_message_size: int = 8 * 1024 * 1024
     #: Deepest nesting of lists and maps inside a message.
     max_depth: int = 64
-    #: Most items in one list or map (and bytes in one ext value).
+    #: Most items in one list or map.
     max_collection: int = 100_000
     #: ZeroMQ high-water marks (messages) for RPC and PUB sockets.
     send_hwm: int = 100_000
@@ -162,7 +160,9 @@ PROFILES: Mapping[str, Timings] = {
 }
 
 _MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_SEED = re.compile(r"tcp://(?P<host>[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})(?:#(?P<key>\S+))?")
+_SEED = re.compile(
+    r"tcp://(?P<host>[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})(?:#(?P<key>\S+))?"
+)
 _WILDCARD_HOSTS = {"0.0.0.0", "*", "::", "[::]"}
 
 

@@ -50,9 +50,13 @@ class ConfigError(MeshError, ValueError):
 
 
 class ProtocolError(MeshError):
-    """Bytes that are not a valid mesh message (or that may not be sent)."""
+    """Bytes that are not a valid mesh message (or that may not be sent).
+
+    ``ref`` is the call id (or HELLO ref) of the bad message when it could be read.
+    """
 
     code = "protocol"
+    ref: int = 0
 
 
 class TransportError(MeshError):

@@ -130,10 +130,10 @@ class Node:
         # Handshake state: peers that said HELLO to our ROUTER, and our DEALERs.
         self._sessions: dict[bytes, PeerInfo] = {}
         self._connections: dict[str, _Connection] = {}
-        self._pending: dict[int, asyncio.Future[Message]] = {}
+        # HELLOs waiting for an answer: ref -> (the connection it went out on, its future).
+        self._pending: dict[int, tuple[_Connection, asyncio.Future[Message]]] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._protocol_errors = 0
-        self._last_error = ""
         self._handshakes_refused = 0
         self._transport_handshake_failures = 0
         self._stop: asyncio.Event | None = None
@@ -229,7 +229,7 @@ class Node:
             pumps.append(self._router)
         linger = min(grace, 0.5)
         await asyncio.gather(*(p.flush(timeout=linger) for p in pumps))
-        for future in self._pending.values():
+        for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("node closed"))
         self._pending.clear()
@@ -301,7 +301,7 @@ class Node:
         connection = _Connection(pump, address)
         self._connections[address] = connection
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = future
+        self._pending[ref] = (connection, future)
         try:
             connection.pump.send([self._codec.encode(self._hello(ref))])
             try:
@@ -364,16 +364,18 @@ class Node:
         )
 
     def _on_dealer_frames(self, connection: _Connection, frames: list[bytes]) -> None:
-        message = self._decode(frames[0] if len(frames) == 1 else None, connection.address)
-        if message is None:
+        message = self._decode(frames, connection.address)
+        if isinstance(message, ProtocolError):
             return
         if isinstance(message, Welcome | Error):
-            future = self._pending.get(message.ref)
-            if future is not None and not future.done():
-                future.set_result(message)
+            pending = self._pending.get(message.ref)
+            # Only the peer that got the HELLO may answer it.
+            if pending is not None and pending[0] is connection and not pending[1].done():
+                pending[1].set_result(message)
             elif isinstance(message, Error):
-                log.warning("error from %s: %s: %s", connection.address, message.code,
-                            message.message)
+                log.warning(
+                    "error from %s: %s: %s", connection.address, message.code, message.message
+                )
         elif isinstance(message, Goodbye):
             if connection.peer is not None and connection.peer.id == message.node_id:
                 connection.peer = None
@@ -394,24 +396,30 @@ class Node:
             self._protocol_errors += 1
             return
         routing_id = frames[0]
-        message = self._decode(frames[1] if len(frames) == 2 else None, routing_id.hex())
-        if message is None:
-            self._reply(routing_id, Error(0, ProtocolError.code, self._last_error))
+        message = self._decode(frames[1:], routing_id.hex())
+        if isinstance(message, ProtocolError):
+            self._reply(routing_id, Error(message.ref, ProtocolError.code, str(message)))
             return
         if isinstance(message, Hello):
             self._on_hello(routing_id, message)
         elif isinstance(message, Goodbye):
-            self._sessions.pop(routing_id, None)
+            session = self._sessions.get(routing_id)
+            if session is not None and session.id == message.node_id:
+                del self._sessions[routing_id]
         elif routing_id not in self._sessions:
             self._protocol_errors += 1
             if not isinstance(message, Error):
-                self._reply(routing_id, Error(_ref_of(message), ProtocolError.code,
-                                              "say HELLO first"))
+                self._reply(
+                    routing_id, Error(_ref_of(message), ProtocolError.code, "say HELLO first")
+                )
         elif isinstance(message, Call):
             self._reply(
                 routing_id,
-                Error(message.call_id, "no_provider",
-                      f"no service {message.target!r} on node {self.name!r}"),
+                Error(
+                    message.call_id,
+                    "no_provider",
+                    f"no service {message.target!r} on node {self.name!r}",
+                ),
             )
         # STREAM/CREDIT/CANCEL for calls this node never started: nothing to do.
 
@@ -466,18 +474,18 @@ class Node:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _decode(self, frame: bytes | None, source: str) -> Message | None:
-        """Decode one frame; count and remember the error instead of raising."""
-        if frame is None:
-            self._last_error = "a mesh message is exactly one frame"
+    def _decode(self, frames: list[bytes], source: str) -> Message | ProtocolError:
+        """Decode a message; a bad one is counted and its error returned, not raised."""
+        if len(frames) != 1:
+            error = ProtocolError("a mesh message is exactly one frame")
         else:
             try:
-                return self._codec.decode(frame)
+                return self._codec.decode(frames[0])
             except ProtocolError as exc:
-                self._last_error = str(exc)
+                error = exc
         self._protocol_errors += 1
-        log.debug("bad frame from %s: %s", source, self._last_error)
-        return None
+        log.debug("bad frame from %s: %s", source, error)
+        return error
 
     def _reply(self, routing_id: bytes, message: Message) -> None:
         if self._router is not None:

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -152,12 +152,12 @@ class Pump:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        fd = self.sock.getsockopt(zmq.FD)
+        fd = cast(int, self.sock.fd)
         loop.add_reader(fd, self._wake.set)
         try:
             while True:
                 self._wake.clear()
-                events = self.sock.getsockopt(zmq.EVENTS)
+                events = cast(int, self.sock.events)
                 busy = False
                 if events & zmq.POLLIN:
                     busy = self._read_batch()
@@ -169,7 +169,7 @@ class Pump:
                 # Recheck before sleeping: reading EVENTS (here or in a send) processes
                 # libzmq's pending commands and resets the fd, so a message or a newly
                 # attached pipe (POLLOUT for a waiting DEALER) would otherwise wake no one.
-                events = self.sock.getsockopt(zmq.EVENTS)
+                events = cast(int, self.sock.events)
                 if events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT):
                     continue
                 timeout = None
@@ -392,7 +392,7 @@ class Transport:
 def _monitor_handler(on_event: Callable[[MonitorEvent], None]) -> FrameHandler:
     def handle(frames: list[bytes]) -> None:
         message = parse_monitor_message(frames)
-        kind = _ZMQ_EVENT_NAMES.get(message["event"])
+        kind = _ZMQ_EVENT_NAMES.get(zmq.Event(message["event"]))
         if kind is not None:
             endpoint = message["endpoint"]
             text = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else endpoint

@@ -361,10 +361,12 @@ class TypeRegistry:
     def knows(self, value: Any) -> bool:
         return type(value) in self._by_type
 
-    def pack(self, value: Any) -> msgpack.ExtType:
+    def pack(self, value: Any) -> msgpack.ExtType | msgpack.Timestamp:
         if isinstance(value, uuid.UUID):
             return msgpack.ExtType(_EXT_UUID, value.bytes)
         if isinstance(value, _dt.datetime):
+            if value.tzinfo is not None:  # a subclass (e.g. pandas Timestamp): msgpack packs
+                return msgpack.Timestamp.from_datetime(value)  # only exact datetimes itself
             raise ProtocolError(
                 "cannot send a naive datetime (no tzinfo): its meaning differs between "
                 "hosts; use an aware one, e.g. datetime.now(timezone.utc)"
@@ -460,7 +462,9 @@ class Codec:
                 raise ProtocolError(f"{kind.name}.{name}: invalid value {value!r:.80}")
             frame.append(value)
         try:
-            data: bytes = msgpack.packb(frame, use_bin_type=True, datetime=True, default=self._types.pack)
+            data: bytes = msgpack.packb(
+                frame, use_bin_type=True, datetime=True, default=self._types.pack
+            )
         except ProtocolError:
             raise
         except (OverflowError, ValueError, TypeError) as exc:
@@ -505,7 +509,9 @@ class Codec:
                         if type(child) not in _SCALARS:
                             stack.append((child, depth + 1))
                 else:
-                    stack.extend((child, depth + 1) for child in item if type(child) not in _SCALARS)
+                    stack.extend(
+                        (child, depth + 1) for child in item if type(child) not in _SCALARS
+                    )
                 continue
             if isinstance(item, uuid.UUID) or types.knows(item):
                 continue
@@ -548,7 +554,8 @@ class Codec:
         except ProtocolError:
             raise
         except Exception as exc:  # msgpack raises many types for bad bytes
-            raise ProtocolError(f"not a valid msgpack frame: {type(exc).__name__}: {exc}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise ProtocolError(f"not a valid msgpack frame ({detail})") from exc
         if type(raw) is not list or len(raw) < 2:
             raise ProtocolError("a message is an array [version, kind, ...]")
         version, kind = raw[0], raw[1]
@@ -557,12 +564,23 @@ class Codec:
         if type(kind) is not int or kind not in _SPECS:
             raise ProtocolError(f"unknown message kind {kind!r:.40}")
         if kind not in _VERSIONLESS and not PROTOCOL_MIN <= version <= PROTOCOL_MAX:
-            raise ProtocolError(
+            error = ProtocolError(
                 f"message in protocol version {version}; "
                 f"this node speaks {PROTOCOL_MIN}..{PROTOCOL_MAX}"
             )
+            if len(raw) > 2 and _is_u64(raw[2]) and kind != Kind.GOODBYE:
+                error.ref = raw[2]
+            raise error
+        try:
+            return self._build(kind, raw[2:])
+        except ProtocolError as exc:
+            # Tell the sender which request failed, when its first field says so.
+            if len(raw) > 2 and _is_u64(raw[2]) and kind != Kind.GOODBYE:
+                exc.ref = raw[2]
+            raise
+
+    def _build(self, kind: int, values: list[Any]) -> Any:
         cls, spec = _SPECS[kind]
-        values = raw[2:]
         args: list[Any] = []
         for i, (name, check, default) in enumerate(spec):
             if i < len(values):

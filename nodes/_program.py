@@ -20,8 +20,9 @@ def run(setup: Setup | None = None) -> None:
     Prints one JSON line ``{"event": "ready", "id", "name", "mesh", "address",
     "pub_address"}`` on stdout once the node serves, so scripts and tests can wait
     for it, then introduces itself to each seed (``MESH_SEEDS``) and prints a
-    ``connected`` or ``connect_failed`` line for each. On SIGTERM: refuse new work, finish work in flight within the grace
-    period, say goodbye to peers, exit 0. A bad setting exits 2 with one line.
+    ``connected`` or ``connect_failed`` line for each. On SIGTERM: refuse new
+    work, finish work in flight within the grace period, say goodbye to peers,
+    exit 0. A bad setting exits 2 with one line.
     """
     logging.basicConfig(
         level=os.environ.get("MESH_LOG_LEVEL", "WARNING").upper(),
@@ -59,9 +60,18 @@ async def _introduce(node: Node, address: str) -> None:
     try:
         peer = await node.connect(address)
     except MeshError as exc:
-        line = {"event": "connect_failed", "address": address, "error": str(exc),
-                "code": exc.code}
+        line: dict[str, object] = {
+            "event": "connect_failed",
+            "address": address,
+            "error": str(exc),
+            "code": exc.code,
+        }
     else:
-        line = {"event": "connected", "address": address, "id": peer.id, "name": peer.name,
-                "version": peer.version}
+        line = {
+            "event": "connected",
+            "address": address,
+            "id": peer.id,
+            "name": peer.name,
+            "version": peer.version,
+        }
     print(json.dumps(line), flush=True)

@@ -9,9 +9,7 @@ from hypothesis import HealthCheck, settings
 pytest_plugins = ["tests.leaks", "tests.lan"]
 
 # This machine is noisy (2 shared cores): no per-example deadlines.
-settings.register_profile(
-    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -64,9 +64,7 @@ def _namespaces() -> frozenset[str]:
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
-    return frozenset(
-        line.split()[0] for line in out.splitlines() if line.startswith("zmesh-")
-    )
+    return frozenset(line.split()[0] for line in out.splitlines() if line.startswith("zmesh-"))
 
 
 def snapshot(namespaces: bool) -> Snapshot:
@@ -100,8 +98,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     check_namespaces = (
-        request.node.get_closest_marker("lan") is not None
-        or "lan_factory" in request.fixturenames
+        request.node.get_closest_marker("lan") is not None or "lan_factory" in request.fixturenames
     )
     before = snapshot(check_namespaces)
     yield

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 
-INNER = '''
+INNER = """
 import socket, subprocess, sys, threading, time
 import zmq
 
@@ -36,7 +36,7 @@ def test_cleans_up():
     with socket.socket():
         pass
     subprocess.run([sys.executable, "-c", "pass"], check=True)
-'''
+"""
 
 
 @pytest.mark.timeout(120)

@@ -81,7 +81,8 @@ async def test_two_nodes_introduce_themselves() -> None:
 
 async def test_node_ids_are_random_per_start_and_names_need_not_be_unique() -> None:
     async with node("same") as a, node("same") as b:
-        assert a.id != b.id and len(a.id) == 32
+        assert a.id != b.id
+        assert len(a.id) == 32
         await b.connect(a.address)
         assert a.peers[b.id].name == "same"
 
@@ -170,7 +171,7 @@ async def test_connect_to_a_newer_peer_uses_the_old_version(zctx: RawSockets) ->
 async def test_connect_to_a_peer_with_no_common_version_fails(zctx: RawSockets) -> None:
     address, served = await fake_peer(zctx, lambda r: welcome(r, 2, 3, 2))
     async with node("a") as a:
-        with pytest.raises(IncompatibleVersion, match="speaks protocol 2..3"):
+        with pytest.raises(IncompatibleVersion, match=r"speaks protocol 2\.\.3"):
             await a.connect(address)
         await served
         assert a.peers == {}
@@ -303,7 +304,9 @@ async def test_unroutable_reply_is_counted_not_silent() -> None:
     dropped: list[str] = []
     transport = Transport(mesh.Limits())
     try:
-        router, _ = transport.router("127.0.0.1", 0, lambda f: None, lambda f, why: dropped.append(why))
+        router, _ = transport.router(
+            "127.0.0.1", 0, lambda f: None, lambda f, why: dropped.append(why)
+        )
         router.send([b"nobody", b"reply"])
         assert await router.flush(1.0)
         assert dropped == ["no such peer"]
@@ -325,3 +328,33 @@ async def wait_for(condition: Any, timeout: float = 2.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_bad_call_gets_an_error_naming_its_call_id(zctx: RawSockets) -> None:
+    async with node("a") as a:
+        sock = await raw_dealer(zctx, a.address)
+        await ask(sock, hello())
+        answer = await ask(sock, msgpack.packb([1, int(Kind.CALL), 42, "calc.add", "not a list"]))
+        assert isinstance(answer, Error)
+        assert (answer.ref, answer.code) == (42, "protocol")
+        assert "CALL.args" in answer.message
+
+
+async def test_a_welcome_from_another_connection_does_not_complete_a_handshake(
+    zctx: RawSockets,
+) -> None:
+    # Two silent fake peers; the first answers the HELLO meant for the second.
+    first, second = zctx.socket(zmq.ROUTER), zctx.socket(zmq.ROUTER)
+    ports = [s.bind_to_random_port("tcp://127.0.0.1") for s in (first, second)]
+    async with node("a") as a:
+        attempt = asyncio.create_task(a.connect(f"tcp://127.0.0.1:{ports[1]}", timeout=1.0))
+        _, frame = await asyncio.wait_for(second.recv_multipart(), 2)
+        request = codec.decode(frame)
+        assert isinstance(request, Hello)
+        other = asyncio.create_task(a.connect(f"tcp://127.0.0.1:{ports[0]}", timeout=1.0))
+        rid_first, _ = await asyncio.wait_for(first.recv_multipart(), 2)
+        await first.send_multipart([rid_first, codec.encode(welcome(request, 1, 1, 1))])
+        with pytest.raises(ConnectTimeout):
+            await attempt
+        with pytest.raises(ConnectTimeout):
+            await other

@@ -33,7 +33,7 @@ async def test_handshake_across_processes_and_clean_exit_on_sigterm() -> None:
             # running meanwhile: a loop blocked across the peer's exit may miss it.)
             assert await asyncio.to_thread(stop, proc) == 0
             deadline = time.monotonic() + 2
-            while peer.id in near.peers and time.monotonic() < deadline:
+            while peer.id in near.peers and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             assert peer.id not in near.peers
 
@@ -80,12 +80,15 @@ def test_handshake_across_namespace_hosts(lan_factory: Callable[[int], Lan]) -> 
     lan = lan_factory(3)
     h1, h2, h3 = lan.hosts
     seed = f"tcp://{h1.ip}:7000"
-    with node_program("nodes.plain", node_env(MESH_HOST=h1.ip, MESH_PORT="7000",
-                                              MESH_NODE_NAME="one"), h1.popen) as one:
+    with node_program(
+        "nodes.plain", node_env(MESH_HOST=h1.ip, MESH_PORT="7000", MESH_NODE_NAME="one"), h1.popen
+    ) as one:
         ready = read_line(one)
         assert ready["address"] == seed
         assert one.pid == int(h1.run(["cat", f"/proc/{one.pid}/stat"]).stdout.split()[0])
-        with node_program("nodes.plain", node_env(MESH_HOST=h2.ip, MESH_SEEDS=seed), h2.popen) as two:
+        with node_program(
+            "nodes.plain", node_env(MESH_HOST=h2.ip, MESH_SEEDS=seed), h2.popen
+        ) as two:
             read_line(two)
             connected = read_line(two)
             assert connected["event"] == "connected"
@@ -94,14 +97,18 @@ def test_handshake_across_namespace_hosts(lan_factory: Callable[[int], Lan]) -> 
 
         # A host cut off from the LAN: the handshake fails with a clear reason.
         h1.cut()
-        with node_program("nodes.plain", node_env(MESH_HOST=h3.ip, MESH_SEEDS=seed), h3.popen) as three:
+        with node_program(
+            "nodes.plain", node_env(MESH_HOST=h3.ip, MESH_SEEDS=seed), h3.popen
+        ) as three:
             read_line(three)
             failed = read_line(three, timeout=15)
             assert failed["event"] == "connect_failed"
             assert failed["code"] == "connect_timeout"
             assert "no answer from " + seed in failed["error"]
         h1.restore()
-        with node_program("nodes.plain", node_env(MESH_HOST=h3.ip, MESH_SEEDS=seed), h3.popen) as three:
+        with node_program(
+            "nodes.plain", node_env(MESH_HOST=h3.ip, MESH_SEEDS=seed), h3.popen
+        ) as three:
             read_line(three)
             assert read_line(three)["event"] == "connected"
             assert stop(three) == 0
@@ -110,9 +117,16 @@ def test_handshake_across_namespace_hosts(lan_factory: Callable[[int], Lan]) -> 
 
 def test_node_programs_leave_no_zombies() -> None:
     # node_program reaps what it starts, even when the body raises.
-    with pytest.raises(RuntimeError), node_program("nodes.plain", node_env()) as proc:
-        read_line(proc)
-        pid = proc.pid
-        raise RuntimeError("body failed")
+    pids = []
+
+    def run_and_fail() -> None:
+        with node_program("nodes.plain", node_env()) as proc:
+            read_line(proc)
+            pids.append(proc.pid)
+            raise RuntimeError("body failed")
+
+    with pytest.raises(RuntimeError):
+        run_and_fail()
+    pid = pids[0]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

@@ -197,6 +197,16 @@ def test_datetime_and_uuid_are_built_in() -> None:
     assert decoded.result["when"].tzinfo == dt.UTC
 
 
+def test_aware_datetime_subclasses_travel_as_timestamps() -> None:
+    class Stamp(dt.datetime):
+        pass
+
+    when = Stamp(2026, 1, 1, 12, tzinfo=dt.UTC)
+    decoded = codec.decode(codec.encode(Reply(1, when)))
+    assert isinstance(decoded, Reply)
+    assert decoded.result == when
+
+
 def test_naive_datetime_is_refused_with_advice() -> None:
     with pytest.raises(ProtocolError, match="naive datetime"):
         codec.encode(Reply(1, dt.datetime(2026, 1, 1)))
@@ -217,7 +227,7 @@ def test_registered_types_round_trip() -> None:
 
 def test_type_registry_guards_codes() -> None:
     types = TypeRegistry()
-    with pytest.raises(ValueError, match="16..127"):
+    with pytest.raises(ValueError, match=r"16\.\.127"):
         types.register(Decimal, 1, bytes, Decimal)
     types.register(Decimal, 20, lambda d: str(d).encode(), lambda b: Decimal(b.decode()))
     with pytest.raises(ValueError, match="already used"):
