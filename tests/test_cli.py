@@ -1,0 +1,42 @@
+"""meshctl as a user runs it: real processes, real output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MESHCTL = str(Path(sys.executable).parent / "meshctl")
+
+
+@pytest.mark.timeout(60)
+def test_demo_starts_lists_and_stops_a_local_mesh() -> None:
+    result = subprocess.run(
+        [MESHCTL, "demo", "--nodes", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["mesh"].startswith("demo-")
+    nodes = listing["nodes"]
+    assert [n["name"] for n in nodes] == ["demo-1", "demo-2", "demo-3"]
+    assert len({n["id"] for n in nodes}) == 3
+    assert all(n["address"].startswith("tcp://127.0.0.1:") for n in nodes)
+    assert all(n["protocol"] == 1 for n in nodes)
+
+
+@pytest.mark.timeout(60)
+def test_demo_table_for_people() -> None:
+    result = subprocess.run(
+        [MESHCTL, "demo", "--nodes", "2"], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "NAME" in result.stdout
+    assert "demo-2" in result.stdout
+    assert "all 2 nodes left cleanly" in result.stdout

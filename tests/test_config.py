@@ -1,0 +1,125 @@
+"""Config: defaults, validation naming the field, and MESH_* naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mesh import ENV_VARS, PROFILES, Config, ConfigError, Limits, Timings
+
+
+def test_defaults_are_safe_and_complete() -> None:
+    config = Config()
+    assert (config.host, config.port, config.pub_port) == ("127.0.0.1", 0, 0)
+    assert config.profile == "lan"
+    assert config.timings == PROFILES["lan"]
+    assert config.seeds == ()
+    assert config.limits == Limits()
+
+
+def test_config_is_frozen_and_replace_makes_variants() -> None:
+    config = Config(name="a")
+    with pytest.raises(AttributeError):
+        config.name = "b"  # type: ignore[misc]
+    assert config.replace(name="b").name == "b"
+    assert config.replace(profile="test").timings == PROFILES["test"]
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config.replace(nmae="typo")
+
+
+def test_profiles_order_their_timings() -> None:
+    assert PROFILES["test"].connect_timeout <= PROFILES["local"].connect_timeout
+    assert PROFILES["local"].connect_timeout <= PROFILES["lan"].connect_timeout
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("port", 70000, "port: expected a port number"),
+        ("port", "80", "port: expected a port number"),
+        ("mesh", "has space", "mesh: a mesh name is"),
+        ("mesh", "", "mesh: a mesh name is"),
+        ("name", "", "name: a node name is"),
+        ("name", "x" * 64, "name: a node name is"),
+        ("host", "", "host: expected a host name"),
+        ("profile", "fast", "profile: expected one of lan, local, test"),
+        ("seeds", "tcp://a:1", "seeds: expected a list"),
+        ("seeds", ("a:1",), r"seeds: 'a:1' is not of the form"),
+        ("seeds", ("tcp://a:99999",), "seeds: expected a port number"),
+        ("interface", "eth 0", "interface: expected a network interface"),
+        ("timings", "fast", "timings: expected a Timings"),
+    ],
+)
+def test_invalid_fields_raise_config_error_naming_the_field(
+    field: str, value: object, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Config(**{field: value})  # type: ignore[arg-type]
+
+
+def test_limits_and_timings_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"limits\.max_depth: expected a positive integer"):
+        Limits(max_depth=0)
+    with pytest.raises(ConfigError, match=r"timings\.call_timeout"):
+        Timings(connect_timeout=1, call_timeout=float("nan"), grace_period=1)
+
+
+def test_wildcard_host_needs_an_advertised_address() -> None:
+    with pytest.raises(ConfigError, match="set advertise"):
+        _ = Config(host="0.0.0.0").advertised_host
+    assert Config(host="0.0.0.0", advertise="10.0.0.5").advertised_host == "10.0.0.5"
+
+
+def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
+    env = {
+        "MESH_NAME": "prod",
+        "MESH_NODE_NAME": "worker-1",
+        "MESH_HOST": "10.0.0.5",
+        "MESH_PORT": "7000",
+        "MESH_PUB_PORT": "7001",
+        "MESH_INTERFACE": "eth0",
+        "MESH_ADVERTISE": "worker-1.lan",
+        "MESH_SEEDS": "tcp://10.0.0.1:7000, tcp://10.0.0.2:7000#KEY",
+        "MESH_PROFILE": "local",
+        "MESH_SECRET_FILE": str(tmp_path / "secret"),
+        "MESH_KEYS_DIR": str(tmp_path / "keys"),
+        "MESH_MAX_MESSAGE_SIZE": "1048576",
+    }
+    assert set(env) == set(ENV_VARS)
+    config = Config.from_env(env)
+    assert config == Config(
+        mesh="prod",
+        name="worker-1",
+        host="10.0.0.5",
+        port=7000,
+        pub_port=7001,
+        interface="eth0",
+        advertise="worker-1.lan",
+        seeds=("tcp://10.0.0.1:7000", "tcp://10.0.0.2:7000#KEY"),
+        profile="local",
+        secret_file=tmp_path / "secret",
+        keys_dir=tmp_path / "keys",
+        limits=Limits(max_message_size=1048576),
+    )
+
+
+def test_from_env_ignores_unset_and_empty_and_applies_overrides() -> None:
+    config = Config.from_env({"MESH_NAME": "", "MESH_PORT": "7000"}, port=0, name="x")
+    assert (config.mesh, config.port, config.name) == ("mesh", 0, "x")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "match"),
+    [
+        ("MESH_PORT", "seventy", "MESH_PORT: expected an integer, got 'seventy'"),
+        ("MESH_PORT", "70000", "MESH_PORT: expected a port number"),
+        ("MESH_NAME", "bad name!", "MESH_NAME: a mesh name is"),
+        ("MESH_PROFILE", "fast", "MESH_PROFILE: expected one of"),
+        ("MESH_SEEDS", "10.0.0.1:7000", "MESH_SEEDS: '10.0.0.1:7000' is not of the form"),
+        ("MESH_MAX_MESSAGE_SIZE", "-1", "MESH_MAX_MESSAGE_SIZE: expected a positive integer"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(variable: str, value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Config.from_env({variable: value})

@@ -1,0 +1,84 @@
+"""The public surface is what we mean: names, one error tree, typed package, meshctl."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import mesh
+from cli.main import meshctl
+
+
+def test_public_names() -> None:
+    assert set(mesh.__all__) == {
+        "ENV_VARS",
+        "PROFILES",
+        "PROTOCOL_MAX",
+        "PROTOCOL_MIN",
+        "CallError",
+        "CallTimeout",
+        "Config",
+        "ConfigError",
+        "ConnectError",
+        "ConnectTimeout",
+        "IncompatibleVersion",
+        "Limits",
+        "MeshError",
+        "Node",
+        "NodeStatistics",
+        "NoProvider",
+        "PeerInfo",
+        "ProtocolError",
+        "RemoteError",
+        "Timings",
+        "TransportError",
+        "TypeRegistry",
+        "WrongMesh",
+        "__version__",
+        "register_type",
+    }
+    for name in mesh.__all__:
+        assert getattr(mesh, name) is not None
+
+
+def test_every_error_is_a_mesh_error_with_a_code() -> None:
+    errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert len(errors) == 12
+    codes = set()
+    for cls in errors:
+        assert issubclass(cls, mesh.MeshError)
+        codes.add(cls.code)
+    assert len(codes) == len(errors)
+    assert issubclass(mesh.CallTimeout, TimeoutError)
+    assert issubclass(mesh.ConnectTimeout, TimeoutError)
+
+
+def test_package_is_typed() -> None:
+    assert (Path(mesh.__file__).parent / "py.typed").exists()
+
+
+def test_only_the_transport_imports_zmq() -> None:
+    package = Path(mesh.__file__).parent
+    importers = sorted(p.name for p in package.glob("*.py") if "import zmq" in p.read_text())
+    assert importers == ["_transport.py"]
+
+
+def test_meshctl_is_a_click_group_with_a_version() -> None:
+    result = CliRunner().invoke(meshctl, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"meshctl, version {mesh.__version__}"
+
+
+def test_meshctl_console_script_is_installed() -> None:
+    result = subprocess.run(
+        [Path(sys.executable).parent / "meshctl", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: meshctl" in result.stdout
