@@ -197,7 +197,10 @@ class Node:
         self._transport = Transport(self.config.limits)
         try:
             self._router, self._port = self._transport.router(
-                self.config.host, self.config.port, self._on_router_frames
+                self.config.host,
+                self.config.port,
+                self._on_router_frames,
+                on_event=self._on_router_event,
             )
             self._pub, self._pub_port = self._transport.publisher(
                 self.config.host, self.config.pub_port
@@ -390,6 +393,11 @@ class Node:
             log.warning("%s: socket handshake failed (%s)", connection.address, event.kind)
 
     # -- handshake: the listener's side -----------------------------------------------------
+
+    def _on_router_event(self, event: MonitorEvent) -> None:
+        if event.kind.startswith("handshake_failed"):
+            self._transport_handshake_failures += 1
+            log.warning("peer %s failed the socket handshake (%s)", event.endpoint, event.kind)
 
     def _on_router_frames(self, frames: list[bytes]) -> None:
         if len(frames) < 2:

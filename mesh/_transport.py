@@ -286,6 +286,8 @@ class Transport:
         host: str,
         port: int,
         on_message: FrameHandler,
+        *,
+        on_event: Callable[[MonitorEvent], None] | None = None,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
     ) -> tuple[Pump, int]:
         """A bound ROUTER for incoming calls; returns it and the port it got."""
@@ -294,8 +296,16 @@ class Transport:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A peer that reconnects with the same routing id takes over the old pipe.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        port = self._bind(sock, host, port)
-        return self._pump(sock, on_message, name=f"router:{port}", on_dropped=on_dropped), port
+        monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
+        try:
+            port = self._bind(sock, host, port)
+        except TransportError:
+            if monitor is not None:
+                monitor.close(linger=0)
+            raise
+        pump = self._pump(sock, on_message, name=f"router:{port}", on_dropped=on_dropped)
+        self._watch(pump, monitor, on_event)
+        return pump, port
 
     def publisher(self, host: str, port: int) -> tuple[Pump, int]:
         """A bound PUB socket for events; returns it and the port it got."""
@@ -336,11 +346,20 @@ class Transport:
             send_timeout=send_timeout,
             on_dropped=on_dropped,
         )
+        self._watch(pump, monitor, on_event)
+        return pump
+
+    def _watch(
+        self,
+        pump: Pump,
+        monitor: zmq.Socket[bytes] | None,
+        on_event: Callable[[MonitorEvent], None] | None,
+    ) -> None:
+        """Feed the monitor socket of ``pump``'s socket to ``on_event``."""
         if monitor is not None and on_event is not None:
             self._monitors[pump] = self._pump(
-                monitor, _monitor_handler(on_event), name=f"monitor:{address}"
+                monitor, _monitor_handler(on_event), name=f"monitor:{pump.name}"
             )
-        return pump
 
     async def close_pump(self, pump: Pump, linger: float = 0.0) -> None:
         """Close one socket (and its monitor)."""
@@ -382,6 +401,8 @@ class Transport:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
             sock.close(linger=0)
             raise TransportError(f"cannot bind {endpoint}: {exc.strerror}") from None
         last = sock.getsockopt(zmq.LAST_ENDPOINT)

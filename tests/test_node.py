@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -305,7 +306,7 @@ async def test_unroutable_reply_is_counted_not_silent() -> None:
     transport = Transport(mesh.Limits())
     try:
         router, _ = transport.router(
-            "127.0.0.1", 0, lambda f: None, lambda f, why: dropped.append(why)
+            "127.0.0.1", 0, lambda f: None, on_dropped=lambda f, why: dropped.append(why)
         )
         router.send([b"nobody", b"reply"])
         assert await router.flush(1.0)
@@ -358,3 +359,19 @@ async def test_a_welcome_from_another_connection_does_not_complete_a_handshake(
             await attempt
         with pytest.raises(ConnectTimeout):
             await other
+
+
+async def test_non_zeromq_traffic_does_not_hurt_the_node() -> None:
+    async with node("a") as a, node("b") as b:
+        host, port = a.address.removeprefix("tcp://").split(":")
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytes(range(256)) * 8):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(junk)
+            # libzmq answers with its greeting at most, then drops the connection.
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(reader.read(), 0.5)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        assert (await b.connect(a.address)).id == a.id
+        assert a.statistics().protocol_errors == 0  # nothing reached the codec
