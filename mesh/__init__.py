@@ -1,6 +1,9 @@
 """mesh: a brokerless service mesh for Python on ZeroMQ."""
 
+from . import sync
+from ._client import Stream
 from ._config import ENV_VARS, PROFILES, Config, Limits, Timings
+from ._context import CallContext, current_call
 from ._errors import (
     CallError,
     CallTimeout,
@@ -10,12 +13,22 @@ from ._errors import (
     IncompatibleVersion,
     MeshError,
     NoProvider,
+    Overloaded,
     ProtocolError,
     RemoteError,
     TransportError,
+    Unavailable,
+    UnknownMethod,
     WrongMesh,
 )
-from ._node import Node, NodeStatistics, PeerInfo
+from ._node import Node, NodeStatistics, PeerInfo, Proxy, ProxyMethod
+from ._services import MethodSpec, ServiceSpec, method, service, stream
+from ._stats import (
+    HistogramSnapshot,
+    MethodStatistics,
+    ProcessStatistics,
+    ServiceStatistics,
+)
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN, TypeRegistry, register_type
 
 __version__ = "0.1.0"
@@ -25,25 +38,43 @@ __all__ = [
     "PROFILES",
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
+    "CallContext",
     "CallError",
     "CallTimeout",
     "Config",
     "ConfigError",
     "ConnectError",
     "ConnectTimeout",
+    "HistogramSnapshot",
     "IncompatibleVersion",
     "Limits",
     "MeshError",
+    "MethodSpec",
+    "MethodStatistics",
     "NoProvider",
     "Node",
     "NodeStatistics",
+    "Overloaded",
     "PeerInfo",
+    "ProcessStatistics",
     "ProtocolError",
+    "Proxy",
+    "ProxyMethod",
     "RemoteError",
+    "ServiceSpec",
+    "ServiceStatistics",
+    "Stream",
     "Timings",
     "TransportError",
     "TypeRegistry",
+    "Unavailable",
+    "UnknownMethod",
     "WrongMesh",
     "__version__",
+    "current_call",
+    "method",
     "register_type",
+    "service",
+    "stream",
+    "sync",
 ]

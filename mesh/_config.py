@@ -191,6 +191,8 @@ class Config:
     advertise: str | None = None
     #: Addresses of known nodes to join through, ``tcp://host:port[#PUBLICKEY]``.
     seeds: tuple[str, ...] = ()
+    #: Threads that run sync handlers (a slow one never blocks the loop).
+    workers: int = 16
     #: Timing profile: one of :data:`PROFILES`.
     profile: str = "lan"
     #: Timings; ``None`` takes the profile's.
@@ -270,6 +272,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "interface": _optional_interface,
     "advertise": _optional_host,
     "seeds": _seeds,
+    "workers": _positive_int,
     "profile": _profile,
     "timings": _pass,
     "limits": _pass,
@@ -300,6 +303,7 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_ADVERTISE": ("advertise", str),
     "MESH_SEEDS": ("seeds", _split_seeds),
     "MESH_PROFILE": ("profile", str),
+    "MESH_WORKERS": ("workers", _int),
     "MESH_SECRET_FILE": ("secret_file", str),
     "MESH_KEYS_DIR": ("keys_dir", str),
     "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),

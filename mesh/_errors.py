@@ -11,6 +11,9 @@
     └── CallError                 a call did not return a result
         ├── CallTimeout           its deadline passed (also a TimeoutError)
         ├── NoProvider            nobody offers the service
+        ├── UnknownMethod         the service has no such method (lists those it has)
+        ├── Overloaded            the service is at its limit and queue (retryable)
+        ├── Unavailable           the provider is shutting down (retryable)
         └── RemoteError           the handler raised; carries the remote type,
                                   message and traceback text
 
@@ -19,6 +22,9 @@ Errors that cross the wire travel as ``(code, message, type, traceback)``;
 """
 
 from __future__ import annotations
+
+import traceback as _traceback
+from typing import Any
 
 __all__ = [
     "CallError",
@@ -29,9 +35,12 @@ __all__ = [
     "IncompatibleVersion",
     "MeshError",
     "NoProvider",
+    "Overloaded",
     "ProtocolError",
     "RemoteError",
     "TransportError",
+    "Unavailable",
+    "UnknownMethod",
     "WrongMesh",
 ]
 
@@ -97,6 +106,8 @@ class CallError(MeshError):
     """A call did not produce a result. Carries what is known of the call."""
 
     code = "call"
+    #: True when the same call may succeed if tried again (elsewhere or later).
+    retryable: bool = False
 
     def __init__(
         self,
@@ -124,6 +135,26 @@ class NoProvider(CallError):
     """No alive node offers the service."""
 
     code = "no_provider"
+
+
+class UnknownMethod(CallError):
+    """The service exists but has no such method; the message lists its methods."""
+
+    code = "unknown_method"
+
+
+class Overloaded(CallError):
+    """The service's concurrency limit and queue are full; try again later or elsewhere."""
+
+    code = "overloaded"
+    retryable = True
+
+
+class Unavailable(CallError):
+    """The provider is shutting down and takes no new calls."""
+
+    code = "unavailable"
+    retryable = True
 
 
 class RemoteError(CallError):
@@ -165,14 +196,55 @@ _BY_CODE: dict[str, type[MeshError]] = {
         CallError,
         CallTimeout,
         NoProvider,
+        UnknownMethod,
+        Overloaded,
+        Unavailable,
         RemoteError,
     )
 }
 
 
-def error_from_wire(code: str, message: str, remote_type: str, traceback: str) -> MeshError:
+def error_to_wire(exc: BaseException) -> tuple[str, str, str, str]:
+    """``(code, message, type, traceback)`` for an ERROR message about ``exc``.
+
+    Mesh errors keep their code (a nested call's timeout stays a timeout); any
+    other exception becomes ``remote`` with its qualified type and traceback text.
+    """
+    if isinstance(exc, RemoteError):
+        return exc.code, str(exc.args[0]) if exc.args else "", exc.remote_type, exc.remote_traceback
+    if isinstance(exc, MeshError):
+        return exc.code, str(exc), type(exc).__name__, ""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = "".join(_traceback.format_exception(exc))
+    return RemoteError.code, str(exc), name, text
+
+
+def error_from_wire(
+    code: str,
+    message: str,
+    remote_type: str = "",
+    traceback: str = "",
+    *,
+    service: str = "",
+    method: str = "",
+    peer: str = "",
+    call_id: int | None = None,
+) -> MeshError:
     """Rebuild the exception that a peer reported with an ERROR message."""
     cls = _BY_CODE.get(code, RemoteError)
+    context: dict[str, Any] = {
+        "service": service,
+        "method": method,
+        "peer": peer,
+        "call_id": call_id,
+    }
     if issubclass(cls, RemoteError):
-        return RemoteError(message, remote_type=remote_type, remote_traceback=traceback)
+        return RemoteError(message, remote_type=remote_type, remote_traceback=traceback, **context)
+    if issubclass(cls, CallError):
+        return cls(message, **context)
     return cls(message)

@@ -19,29 +19,44 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
+from ._client import Connection, Outgoing, Stream
 from ._config import Config
+from ._context import CallContext
 from ._errors import (
+    CallError,
     ConnectError,
     ConnectTimeout,
     IncompatibleVersion,
     MeshError,
+    NoProvider,
     ProtocolError,
+    RemoteError,
     TransportError,
+    Unavailable,
     WrongMesh,
+    error_to_wire,
 )
+from ._server import Credit, Dispatcher
+from ._services import ServiceRegistry, ServiceSpec
+from ._stats import ProcessStatistics, ServiceStatistics, process_statistics
 from ._transport import MonitorEvent, Pump, Transport
 from ._wire import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
     Call,
+    Cancel,
     Codec,
     Error,
     Goodbye,
     Hello,
     Message,
+    Reply,
+    StreamEnd,
+    StreamItem,
     Welcome,
     negotiate,
 )
+from ._wire import Credit as WireCredit
 
 __all__ = ["Node", "NodeStatistics", "PeerInfo"]
 
@@ -90,16 +105,23 @@ class NodeStatistics:
     handshakes_refused: int
     #: Socket-level handshake failures seen by the monitor (e.g. wrong keys).
     transport_handshake_failures: int
+    #: Calls this node is handling now, and sync handlers abandoned but still running.
+    calls_in_flight: int
+    abandoned_workers: int
+    #: Calls this node made that wait for an answer.
+    calls_outstanding: int
+    #: Per service (offered by this node) and method.
+    services: Mapping[str, ServiceStatistics]
+    process: ProcessStatistics
 
 
-@dataclass(slots=True)
-class _Connection:
-    """This node's DEALER to one peer address."""
+@dataclass(slots=True, eq=False)
+class _Serving:
+    """A call this node is handling for a peer."""
 
-    pump: Pump
-    address: str
-    peer: PeerInfo | None = None
-    last_event: MonitorEvent | None = None
+    task: asyncio.Task[None]
+    context: CallContext
+    credit: Credit | None
 
 
 class Node:
@@ -129,10 +151,14 @@ class Node:
         self._nonces = itertools.count(1)
         # Handshake state: peers that said HELLO to our ROUTER, and our DEALERs.
         self._sessions: dict[bytes, PeerInfo] = {}
-        self._connections: dict[str, _Connection] = {}
+        self._connections: dict[str, Connection] = {}
         # HELLOs waiting for an answer: ref -> (the connection it went out on, its future).
-        self._pending: dict[int, tuple[_Connection, asyncio.Future[Message]]] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._pending: dict[int, tuple[Connection, asyncio.Future[Message]]] = {}
+        self._services = ServiceRegistry()
+        self._dispatcher = Dispatcher(self._services, self.config.workers)
+        self._outgoing = Outgoing(self._codec)
+        # Calls this node is handling for peers: (routing id, call id) -> its task.
+        self._serving: dict[tuple[bytes, int], _Serving] = {}
         self._protocol_errors = 0
         self._handshakes_refused = 0
         self._transport_handshake_failures = 0
@@ -185,6 +211,11 @@ class Node:
             protocol_errors=self._protocol_errors,
             handshakes_refused=self._handshakes_refused,
             transport_handshake_failures=self._transport_handshake_failures,
+            calls_in_flight=len(self._serving),
+            abandoned_workers=self._dispatcher.abandoned,
+            calls_outstanding=len(self._outgoing),
+            services=MappingProxyType(self._dispatcher.statistics()),
+            process=process_statistics(),
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -222,10 +253,13 @@ class Node:
         self._closing = True
         self._accepting = False
         grace = self.config.timings.grace_period if grace is None else grace
-        if self._inflight:
-            _, late = await asyncio.wait(self._inflight, timeout=grace)
-            for task in late:
+        serving = [s.task for s in self._serving.values()]
+        if serving:
+            _, late = await asyncio.wait(serving, timeout=grace)
+            for task in late:  # past the grace period: callers get a retryable Unavailable
                 task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
         self._say_goodbye()
         pumps = [c.pump for c in self._connections.values()]
         if self._router is not None:
@@ -236,6 +270,8 @@ class Node:
             if not future.done():
                 future.set_exception(TransportError("node closed"))
         self._pending.clear()
+        self._outgoing.fail_all(f"node {self.name!r} closed")
+        await self._dispatcher.aclose()
         await self._transport.aclose(linger)
         self._connections.clear()
         self._sessions.clear()
@@ -274,6 +310,224 @@ class Node:
                 loop.remove_signal_handler(sig)
         await self.aclose()
 
+    # -- services and calls -----------------------------------------------------------------
+
+    def add_service(
+        self, obj: object, *, name: str | None = None, version: str | None = None
+    ) -> ServiceSpec:
+        """Offer a ``@service`` instance, or a function as ``name="service.method"``."""
+        return self._services.add(obj, name=name, version=version)
+
+    def remove_service(self, name: str) -> None:
+        """Stop offering service ``name`` (calls already running finish)."""
+        self._services.remove(name)
+
+    @property
+    def services(self) -> Mapping[str, ServiceSpec]:
+        """The services this node offers, by name."""
+        return MappingProxyType({s.name: s for s in self._services})
+
+    async def call(
+        self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call ``"service.method"`` with ``args``/``kwargs`` and return its result.
+
+        Local services are called in-process; otherwise a connected peer that offers
+        the service (the one with the fewest calls outstanding). ``timeout`` (default
+        ``config.timings.call_timeout``) travels with the call as its deadline; inside a
+        handler, calls inherit the handler's deadline and trace id. Raises
+        :class:`NoProvider`, :class:`UnknownMethod`, :class:`CallTimeout`,
+        :class:`RemoteError` (the handler raised) or :class:`Overloaded`.
+        """
+        self._require_started()
+        deadline, trace_id = Outgoing.inherit(
+            self.config.timings.call_timeout if timeout is None else timeout
+        )
+        service = target.rpartition(".")[0]
+        if service in self._services:
+            return await self._call_local(target, args, kwargs, deadline, trace_id)
+        connection = self._provider(service)
+        return await self._outgoing.call(connection, target, args, kwargs, deadline, trace_id)
+
+    def stream(
+        self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Stream:
+        """Call a streaming method: ``async with node.stream(...) as items: async for ...``.
+
+        Items flow with credit (a slow consumer pauses the producer); ``timeout``
+        (default ``config.timings.call_timeout``) bounds the wait for each item.
+        Leaving the block stops the producer.
+        """
+        self._require_started()
+        timeout = self.config.timings.call_timeout if timeout is None else timeout
+        _, trace_id = Outgoing.inherit(timeout)
+        service = target.rpartition(".")[0]
+        if service in self._services:
+            return self._stream_local(target, args, kwargs, timeout, trace_id)
+        connection = self._provider(service)
+        return self._outgoing.stream(connection, target, args, kwargs, timeout, trace_id)
+
+    def proxy(self, service: str, *, timeout: float | None = None) -> Proxy:
+        """An object whose attributes call the methods of ``service``:
+        ``await node.proxy("calc").add(1, 2)``; ``node.proxy("calc").count.stream(10)``."""
+        return Proxy(self, service, timeout)
+
+    def _provider(self, service: str) -> Connection:
+        best: Connection | None = None
+        for connection in self._connections.values():
+            peer = connection.peer
+            if (
+                peer is not None
+                and service in peer.services
+                and (best is None or connection.outstanding < best.outstanding)
+            ):
+                best = connection
+        if best is None:
+            raise NoProvider(
+                f"no provider of {service!r} is known to node {self.name!r}", service=service
+            )
+        return best
+
+    def _local_context(self, target: str, deadline: float | None, trace_id: str) -> CallContext:
+        service, _, method = target.rpartition(".")
+        return CallContext(service, method, 0, self.id, trace_id, 1, deadline)
+
+    async def _call_local(
+        self, target: str, args: Any, kwargs: dict[str, Any], deadline: float, trace_id: str
+    ) -> Any:
+        spec = self._dispatcher.resolve(target)
+        if spec.is_stream:
+            raise CallError(
+                f"{target} is a stream: call it with node.stream()",
+                service=spec.service,
+                method=spec.name,
+            )
+        context = self._local_context(target, deadline, trace_id)
+        try:
+            return await self._dispatcher.call(spec, context, args, kwargs)
+        except MeshError:
+            raise
+        except Exception as exc:  # the same error a remote caller would see
+            raise _as_remote(exc, spec.service, spec.name) from exc
+
+    def _stream_local(
+        self, target: str, args: Any, kwargs: dict[str, Any], timeout: float | None, trace_id: str
+    ) -> Stream:
+        spec = self._dispatcher.resolve(target)
+        if not spec.is_stream:
+            raise CallError(
+                f"{target} is not a stream: call it with node.call()",
+                service=spec.service,
+                method=spec.name,
+            )
+        window = 64
+        credit = Credit(window)
+        context = self._local_context(target, None, trace_id)
+        task: asyncio.Task[None] | None = None
+
+        def cancel() -> None:
+            if task is not None:
+                task.cancel()
+
+        stream = Stream(target, window, timeout, grant=credit.add, cancel=cancel)
+
+        async def produce() -> None:
+            try:
+                await self._dispatcher.stream(spec, context, args, kwargs, credit, stream.deliver)
+            except asyncio.CancelledError:
+                stream.finish()
+                raise
+            except MeshError as exc:
+                stream.finish(exc)
+            except Exception as exc:
+                stream.finish(_as_remote(exc, spec.service, spec.name))
+            else:
+                stream.finish()
+
+        task = asyncio.get_running_loop().create_task(produce(), name=f"stream {target}")
+        return stream
+
+    def _serve(self, routing_id: bytes, call: Call) -> None:
+        """A peer's CALL: check it, then run it in a task of its own."""
+        if not self._accepting:
+            self._reply(
+                routing_id,
+                Error(call.call_id, Unavailable.code, f"node {self.name!r} is shutting down"),
+            )
+            return
+        try:
+            spec = self._dispatcher.resolve(call.target)
+            if spec.is_stream != (call.credit > 0):
+                how = "node.stream()" if spec.is_stream else "node.call()"
+                raise CallError(
+                    f"{call.target} is {'a' if spec.is_stream else 'not a'} "
+                    f"stream: call it with {how}"
+                )
+        except CallError as exc:
+            self._reply(routing_id, Error(call.call_id, exc.code, str(exc)))
+            return
+        key = (routing_id, call.call_id)
+        if key in self._serving:
+            self._reply(
+                routing_id,
+                Error(
+                    call.call_id, ProtocolError.code, f"call id {call.call_id} is already in use"
+                ),
+            )
+            return
+        session = self._sessions[routing_id]
+        deadline = None if call.deadline_ms is None else time.monotonic() + call.deadline_ms / 1000
+        context = CallContext(
+            spec.service, spec.name, call.call_id, session.id, call.trace_id, call.attempt, deadline
+        )
+        credit = Credit(call.credit) if spec.is_stream else None
+        task = asyncio.get_running_loop().create_task(
+            self._run_call(routing_id, call, context, credit)
+        )
+        self._serving[key] = _Serving(task, context, credit)
+        task.add_done_callback(lambda _: self._serving.pop(key, None))
+
+    async def _run_call(
+        self, routing_id: bytes, call: Call, context: CallContext, credit: Credit | None
+    ) -> None:
+        spec = self._dispatcher.resolve(call.target)
+        call_id = call.call_id
+        try:
+            if credit is None:
+                result = await self._dispatcher.call(spec, context, call.args, call.kwargs)
+                answer: Message = Reply(call_id, result)
+            else:
+                await self._dispatcher.stream(
+                    spec,
+                    context,
+                    call.args,
+                    call.kwargs,
+                    credit,
+                    lambda item: self._reply(routing_id, StreamItem(call_id, item)),
+                )
+                answer = StreamEnd(call_id)
+        except asyncio.CancelledError:
+            if self._closing:  # cut off by shutdown: the caller may retry elsewhere
+                self._reply(
+                    routing_id,
+                    Error(
+                        call_id, Unavailable.code, f"node {self.name!r} shut down during the call"
+                    ),
+                )
+            return  # else the caller cancelled: it wants no answer
+        except Exception as exc:
+            code, message, kind, text = error_to_wire(exc)
+            answer = Error(call_id, code, message, kind, text)
+        try:
+            self._reply(routing_id, answer)
+        except ProtocolError as exc:  # the result cannot travel: say so instead
+            self._reply(
+                routing_id,
+                Error(
+                    call_id, ProtocolError.code, f"{call.target}: the result cannot be sent: {exc}"
+                ),
+            )
+
     # -- handshake: the caller's side -------------------------------------------------------
 
     async def connect(self, address: str, *, timeout: float | None = None) -> PeerInfo:
@@ -301,7 +555,7 @@ class Node:
             send_timeout=timeout,
             on_event=lambda event: self._on_monitor_event(connection, event),
         )
-        connection = _Connection(pump, address)
+        connection = Connection(pump, address)
         self._connections[address] = connection
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[ref] = (connection, future)
@@ -334,6 +588,7 @@ class Node:
             mesh=self.mesh,
             min_version=PROTOCOL_MIN,
             max_version=PROTOCOL_MAX,
+            services=self._services.versions(),
         )
 
     def _accept_welcome(self, answer: Message, address: str) -> PeerInfo:
@@ -366,27 +621,29 @@ class Node:
             public_key=answer.public_key,
         )
 
-    def _on_dealer_frames(self, connection: _Connection, frames: list[bytes]) -> None:
+    def _on_dealer_frames(self, connection: Connection, frames: list[bytes]) -> None:
         message = self._decode(frames, connection.address)
         if isinstance(message, ProtocolError):
             return
-        if isinstance(message, Welcome | Error):
+        if isinstance(message, Reply | StreamItem | StreamEnd):
+            self._outgoing.on_message(connection, message)
+        elif isinstance(message, Welcome | Error):
             pending = self._pending.get(message.ref)
             # Only the peer that got the HELLO may answer it.
-            if pending is not None and pending[0] is connection and not pending[1].done():
-                pending[1].set_result(message)
+            if pending is not None and pending[0] is connection:
+                if not pending[1].done():
+                    pending[1].set_result(message)
             elif isinstance(message, Error):
-                log.warning(
-                    "error from %s: %s: %s", connection.address, message.code, message.message
-                )
+                self._outgoing.on_message(connection, message)
         elif isinstance(message, Goodbye):
             if connection.peer is not None and connection.peer.id == message.node_id:
                 connection.peer = None
+                self._outgoing.fail_connection(connection, "the provider left")
         else:
             self._protocol_errors += 1
             log.debug("unexpected %s from %s", type(message).__name__, connection.address)
 
-    def _on_monitor_event(self, connection: _Connection, event: MonitorEvent) -> None:
+    def _on_monitor_event(self, connection: Connection, event: MonitorEvent) -> None:
         connection.last_event = event
         if event.kind.startswith("handshake_failed"):
             self._transport_handshake_failures += 1
@@ -421,15 +678,17 @@ class Node:
                     routing_id, Error(_ref_of(message), ProtocolError.code, "say HELLO first")
                 )
         elif isinstance(message, Call):
-            self._reply(
-                routing_id,
-                Error(
-                    message.call_id,
-                    "no_provider",
-                    f"no service {message.target!r} on node {self.name!r}",
-                ),
-            )
-        # STREAM/CREDIT/CANCEL for calls this node never started: nothing to do.
+            self._serve(routing_id, message)
+        elif isinstance(message, Cancel):
+            serving = self._serving.get((routing_id, message.call_id))
+            if serving is not None:
+                serving.context.cancel()
+                serving.task.cancel()
+        elif isinstance(message, WireCredit):
+            serving = self._serving.get((routing_id, message.call_id))
+            if serving is not None and serving.credit is not None:
+                serving.credit.add(message.n)
+        # Anything else (REPLY, STREAM_ITEM, ...) has no meaning on a ROUTER: ignored.
 
     def _on_hello(self, routing_id: bytes, hello: Hello) -> None:
         refusal = self._refuse(hello)
@@ -458,6 +717,7 @@ class Node:
                 min_version=PROTOCOL_MIN,
                 max_version=PROTOCOL_MAX,
                 version=version,
+                services=self._services.versions(),
             ),
         )
 
@@ -536,3 +796,43 @@ def _explain(event: MonitorEvent | None) -> str:
         "handshake_failed_protocol": "the security handshake failed (protocol mismatch)",
         "handshake_failed_auth": "the security handshake failed (key not accepted)",
     }.get(event.kind, event.kind)
+
+
+def _as_remote(exc: BaseException, service: str, method: str) -> RemoteError:
+    """A local handler's exception, as a remote caller would see it."""
+    _, message, kind, text = error_to_wire(exc)
+    return RemoteError(
+        message, remote_type=kind, remote_traceback=text, service=service, method=method
+    )
+
+
+class Proxy:
+    """``node.proxy("calc")``: attributes are the service's methods."""
+
+    def __init__(self, node: Node, service: str, timeout: float | None) -> None:
+        self._node = node
+        self._service = service
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> ProxyMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return ProxyMethod(self._node, f"{self._service}.{name}", self._timeout)
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self._service!r} of node {self._node.name!r}>"
+
+
+class ProxyMethod:
+    """One method of a proxy: ``await method(*args)`` or ``method.stream(*args)``."""
+
+    def __init__(self, node: Node, target: str, timeout: float | None) -> None:
+        self._node = node
+        self.target = target
+        self._timeout = timeout
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._node.call(self.target, *args, timeout=self._timeout, **kwargs)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Stream:
+        return self._node.stream(self.target, *args, timeout=self._timeout, **kwargs)

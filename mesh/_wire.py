@@ -120,6 +120,10 @@ class Call:
     #: Milliseconds the caller will still wait, or None for no deadline.
     deadline_ms: int | None = None
     credit: int = 0
+    #: Identifies a tree of calls (a call made while handling one inherits it).
+    trace_id: str = ""
+    #: 1 for the first try; retries count up.
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +283,8 @@ _SPECS: dict[int, tuple[type[Any], _Spec]] = {
             ("kwargs", _is_map, {}),
             ("deadline_ms", _is_opt_u64, None),
             ("credit", _is_u64, 0),
+            ("trace_id", _is_str, ""),
+            ("attempt", _is_u64, 1),
         ),
     ),
     Kind.REPLY: (Reply, (("call_id", _is_u64, _REQUIRED), ("result", _is_any, None))),

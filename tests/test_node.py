@@ -244,7 +244,7 @@ async def test_call_to_a_node_without_the_service_says_no_provider(
         answer = await ask(sock, codec.encode(Call(5, "calc.add", [1, 2])))
         assert isinstance(answer, Error)
         assert (answer.ref, answer.code) == (5, "no_provider")
-        assert "calc.add" in answer.message
+        assert "calc" in answer.message
 
 
 async def test_leaving_node_says_goodbye(zctx: RawSockets) -> None:

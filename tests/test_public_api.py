@@ -14,39 +14,29 @@ from cli.main import meshctl
 
 def test_public_names() -> None:
     assert set(mesh.__all__) == {
-        "ENV_VARS",
-        "PROFILES",
-        "PROTOCOL_MAX",
-        "PROTOCOL_MIN",
-        "CallError",
-        "CallTimeout",
-        "Config",
-        "ConfigError",
-        "ConnectError",
-        "ConnectTimeout",
-        "IncompatibleVersion",
-        "Limits",
-        "MeshError",
-        "Node",
-        "NodeStatistics",
-        "NoProvider",
-        "PeerInfo",
-        "ProtocolError",
-        "RemoteError",
-        "Timings",
-        "TransportError",
-        "TypeRegistry",
-        "WrongMesh",
+        # configuration
+        "ENV_VARS", "PROFILES", "Config", "Limits", "Timings",
+        # the node, services and calls
+        "Node", "NodeStatistics", "PeerInfo", "Proxy", "ProxyMethod", "Stream",
+        "service", "method", "stream", "current_call", "CallContext",
+        "ServiceSpec", "MethodSpec", "sync",
+        # statistics
+        "ServiceStatistics", "MethodStatistics", "HistogramSnapshot", "ProcessStatistics",
+        # the wire
+        "PROTOCOL_MAX", "PROTOCOL_MIN", "TypeRegistry", "register_type",
+        # errors
+        "MeshError", "ConfigError", "ProtocolError", "TransportError", "ConnectError",
+        "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
+        "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
         "__version__",
-        "register_type",
-    }
+    }  # fmt: skip
     for name in mesh.__all__:
         assert getattr(mesh, name) is not None
 
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 12
+    assert len(errors) == 15
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)
@@ -54,6 +44,9 @@ def test_every_error_is_a_mesh_error_with_a_code() -> None:
     assert len(codes) == len(errors)
     assert issubclass(mesh.CallTimeout, TimeoutError)
     assert issubclass(mesh.ConnectTimeout, TimeoutError)
+    assert mesh.Overloaded.retryable
+    assert mesh.Unavailable.retryable
+    assert not mesh.RemoteError.retryable
 
 
 def test_package_is_typed() -> None:

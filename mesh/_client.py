@@ -1,0 +1,304 @@
+"""Outgoing calls: provider choice, call ids, deadlines, cancellation and streams.
+
+A call is one CALL message on the DEALER of the chosen peer and one REPLY or
+ERROR back, matched by call id and checked against the connection it went out
+on. Deadlines are timers on the loop (no task per call); a cancelled caller
+sends CANCEL. Streams pull with credit: the caller grants ``window`` items at
+first and grants more as it consumes them, so neither side buffers more than
+``window`` items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from ._context import _current
+from ._errors import CallTimeout, MeshError, Unavailable, error_from_wire
+from ._transport import MonitorEvent, Pump
+from ._wire import Call, Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
+
+if TYPE_CHECKING:
+    from ._node import PeerInfo
+
+__all__ = ["Connection", "Outgoing", "Stream"]
+
+#: Stream items a caller takes before it must grant more.
+DEFAULT_WINDOW: Final = 64
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """This node's DEALER to one peer, and what the handshake told us about the peer."""
+
+    pump: Pump
+    address: str
+    peer: PeerInfo | None = None
+    last_event: MonitorEvent | None = None
+    #: Calls sent on this connection and not answered yet.
+    outstanding: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    connection: Connection
+    target: str
+    future: asyncio.Future[Any] | None = None
+    timer: asyncio.TimerHandle | None = None
+    stream: Stream | None = None
+
+
+class Stream:
+    """Items of a streaming call: ``async with node.stream(...) as items: async for x in items``.
+
+    Leaving the block, ``break`` or :meth:`aclose` tells the producer to stop.
+    ``timeout`` bounds the wait for each item, not the whole stream.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        window: int,
+        timeout: float | None,
+        grant: Callable[[int], None],
+        cancel: Callable[[], None],
+    ) -> None:
+        self.target = target
+        self._window = window
+        self._timeout = timeout
+        self._grant = grant
+        self._cancel = cancel
+        self._items: collections.deque[Any] = collections.deque()
+        self._ready = asyncio.Event()
+        self._done = False
+        self._error: BaseException | None = None
+        self._consumed = 0
+        self._closed = False
+
+    # fed by the client
+
+    def deliver(self, item: Any) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._done = True
+        self._error = error
+        self._ready.set()
+
+    # used by the caller
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._items:
+            if self._done or self._closed:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                await self.aclose()
+                raise CallTimeout(f"{self.target}: no item within {self._timeout:g} s") from None
+        item = self._items.popleft()
+        self._consumed += 1
+        if self._consumed * 2 >= self._window and not self._done:
+            self._grant(self._consumed)
+            self._consumed = 0
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream; the producer is told to stop if it has not finished."""
+        if not self._closed:
+            self._closed = True
+            if not self._done:
+                self._cancel()
+            self._items.clear()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Outgoing:
+    """The calls one node has sent and not yet seen answered."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @staticmethod
+    def inherit(timeout: float) -> tuple[float, str]:
+        """Deadline (monotonic) and trace id for a new call, inherited inside a handler."""
+        deadline = time.monotonic() + timeout
+        parent = _current.get()
+        if parent is None:
+            return deadline, os.urandom(8).hex()
+        if parent.deadline is not None and parent.deadline < deadline:
+            deadline = parent.deadline
+        return deadline, parent.trace_id
+
+    async def call(
+        self,
+        connection: Connection,
+        target: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        deadline: float,
+        trace_id: str,
+    ) -> Any:
+        """Send a CALL on ``connection`` and wait for its answer until ``deadline``."""
+        call_id = next(self._ids)
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        frame = self._codec.encode(
+            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
+        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        pending = _Pending(connection, target, future)
+        pending.timer = loop.call_at(deadline, self._expire, call_id)
+        self._pending[call_id] = pending
+        connection.outstanding += 1
+        connection.pump.send([frame])
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._pending.pop(call_id, None) is not None:
+                self._settled(pending)
+                connection.pump.send([self._codec.encode(Cancel(call_id))])
+            raise
+
+    def stream(
+        self,
+        connection: Connection,
+        target: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        trace_id: str,
+        window: int = DEFAULT_WINDOW,
+    ) -> Stream:
+        """Send a streaming CALL granting ``window`` items; items arrive in the Stream."""
+        call_id = next(self._ids)
+        send = connection.pump.send
+        encode = self._codec.encode
+
+        def cancel() -> None:
+            if self._pending.pop(call_id, None) is not None:
+                connection.outstanding -= 1
+                send([encode(Cancel(call_id))])
+
+        stream = Stream(
+            target,
+            window,
+            timeout,
+            grant=lambda n: send([encode(Credit(call_id, n))]),
+            cancel=cancel,
+        )
+        self._pending[call_id] = _Pending(connection, target, stream=stream)
+        connection.outstanding += 1
+        send([encode(Call(call_id, target, list(args), kwargs, None, window, trace_id))])
+        return stream
+
+    def on_message(self, connection: Connection, message: Any) -> None:
+        """An answer arrived on ``connection``: settle the call it belongs to."""
+        call_id = message.call_id if not isinstance(message, Error) else message.ref
+        pending = self._pending.get(call_id)
+        if pending is None or pending.connection is not connection:
+            return  # late (timed out, cancelled) or not ours: drop it
+        if isinstance(message, StreamItem):
+            if pending.stream is not None:
+                pending.stream.deliver(message.item)
+            return
+        del self._pending[call_id]
+        self._settled(pending)
+        if isinstance(message, Reply):
+            outcome: Any = message.result
+            failed = False
+        elif isinstance(message, StreamEnd):
+            outcome, failed = None, False
+        else:
+            service, _, method = pending.target.rpartition(".")
+            peer = connection.peer.name if connection.peer else connection.address
+            outcome = error_from_wire(
+                message.code,
+                message.message,
+                message.type,
+                message.traceback,
+                service=service,
+                method=method,
+                peer=peer,
+                call_id=call_id,
+            )
+            failed = True
+        if pending.stream is not None:
+            pending.stream.finish(outcome if failed else None)
+        elif pending.future is not None and not pending.future.done():
+            if failed:
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    def fail_connection(self, connection: Connection, reason: str) -> None:
+        """The peer is gone: fail every call that waits on it (retryable)."""
+        for call_id, pending in list(self._pending.items()):
+            if pending.connection is connection:
+                del self._pending[call_id]
+                self._fail(pending, call_id, Unavailable(f"{pending.target}: {reason}"))
+
+    def fail_all(self, reason: str) -> None:
+        for call_id, pending in list(self._pending.items()):
+            del self._pending[call_id]
+            self._fail(pending, call_id, MeshError(reason))
+
+    def _expire(self, call_id: int) -> None:
+        pending = self._pending.pop(call_id, None)
+        if pending is not None:
+            service, _, method = pending.target.rpartition(".")
+            self._fail(
+                pending,
+                call_id,
+                CallTimeout(
+                    f"{pending.target}: no answer before the deadline",
+                    service=service,
+                    method=method,
+                    call_id=call_id,
+                    peer=pending.connection.peer.name if pending.connection.peer else "",
+                ),
+            )
+
+    def _fail(self, pending: _Pending, call_id: int, error: BaseException) -> None:
+        self._settled(pending)
+        if pending.stream is not None:
+            pending.stream.finish(error)
+        elif pending.future is not None and not pending.future.done():
+            pending.future.set_exception(error)
+
+    @staticmethod
+    def _settled(pending: _Pending) -> None:
+        pending.connection.outstanding -= 1
+        if pending.timer is not None:
+            pending.timer.cancel()

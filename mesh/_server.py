@@ -1,0 +1,279 @@
+"""Runs service handlers within their limits: admission, deadlines, the worker pool, streams.
+
+Knows nothing of sockets: the node hands it calls (from peers or from itself)
+and sends what it returns. Coroutine handlers run on the loop and are cancelled
+when their deadline passes; sync handlers run on a bounded thread pool and,
+since a thread cannot be interrupted, are abandoned instead (result discarded,
+slot busy until they return; ``current_call().cancelled`` tells them to stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._context import CallContext, _current
+from ._errors import CallTimeout, MeshError, NoProvider, Overloaded, UnknownMethod
+from ._services import MethodSpec, ServiceRegistry, ServiceSpec
+from ._stats import MethodStats, ServiceStatistics
+
+__all__ = ["Credit", "Dispatcher"]
+
+_END: Final = object()
+
+
+class Credit:
+    """How many stream items the caller can still take (raised by CREDIT messages)."""
+
+    __slots__ = ("_available", "_event")
+
+    def __init__(self, initial: int) -> None:
+        self._available = initial
+        self._event = asyncio.Event()
+
+    def add(self, n: int) -> None:
+        self._available += n
+        self._event.set()
+
+    async def take(self) -> None:
+        while self._available <= 0:
+            self._event.clear()
+            await self._event.wait()
+        self._available -= 1
+
+
+class _Limiter:
+    """``concurrency`` calls run at once; ``queue`` more may wait; the rest are refused."""
+
+    __slots__ = ("_queue", "_semaphore", "_waiting")
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._queue = queue
+        self._waiting = 0
+
+    @property
+    def full(self) -> bool:
+        return self._semaphore.locked() and self._waiting >= self._queue
+
+    async def __aenter__(self) -> None:
+        if self._semaphore.locked():
+            self._waiting += 1
+            try:
+                await self._semaphore.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
+
+
+class Dispatcher:
+    """The handlers of one node's services, run within limits and counted."""
+
+    def __init__(self, registry: ServiceRegistry, workers: int) -> None:
+        self.registry = registry
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="mesh-worker"
+        )
+        self._limiters: dict[str, _Limiter] = {}
+        self._stats: dict[tuple[str, str], MethodStats] = {}
+        #: Sync handlers still running after their caller gave up.
+        self._abandoned: set[concurrent.futures.Future[Any]] = set()
+
+    @property
+    def abandoned(self) -> int:
+        """Sync handlers still running (and holding a pool slot) after their caller gave up."""
+        return len(self._abandoned)
+
+    def resolve(self, target: str) -> MethodSpec:
+        """The method ``"service.method"`` names, or NoProvider / UnknownMethod."""
+        service, method = self.registry.lookup(target)
+        if service is None:
+            raise NoProvider(
+                f"no provider of {target.rpartition('.')[0]!r}",
+                service=target.rpartition(".")[0],
+                method=target.rpartition(".")[2],
+            )
+        if method is None:
+            name = target.rpartition(".")[2]
+            raise UnknownMethod(
+                f"service {service.name!r} has no method {name!r}; "
+                f"it has: {', '.join(sorted(service.methods))}",
+                service=service.name,
+                method=name,
+            )
+        return method
+
+    async def call(
+        self, spec: MethodSpec, context: CallContext, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a unary handler and return its result (or raise what it raised)."""
+        return await self._accounted(spec, context, lambda: self._run(spec, context, args, kwargs))
+
+    async def stream(
+        self,
+        spec: MethodSpec,
+        context: CallContext,
+        args: Any,
+        kwargs: dict[str, Any],
+        credit: Credit,
+        emit: Callable[[Any], None],
+    ) -> None:
+        """Run a stream handler, calling ``emit(item)`` as credit allows."""
+        await self._accounted(
+            spec, context, lambda: self._run_stream(spec, context, args, kwargs, credit, emit)
+        )
+
+    def statistics(self) -> dict[str, ServiceStatistics]:
+        """Per-service snapshots, including services that were never called."""
+        result = {}
+        for service in self.registry:
+            methods = {
+                name: self._method_stats(spec).snapshot() for name, spec in service.methods.items()
+            }
+            result[service.name] = ServiceStatistics(service.name, service.version, methods)
+        return result
+
+    async def aclose(self) -> None:
+        """Stop the pool without waiting for abandoned sync handlers."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # internals
+
+    def _method_stats(self, spec: MethodSpec) -> MethodStats:
+        key = (spec.service, spec.name)
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = MethodStats()
+        return stats
+
+    def _limiter(self, service: ServiceSpec) -> _Limiter:
+        limiter = self._limiters.get(service.name)
+        if limiter is None:
+            limiter = self._limiters[service.name] = _Limiter(service.concurrency, service.queue)
+        return limiter
+
+    async def _accounted(
+        self, spec: MethodSpec, context: CallContext, run: Callable[[], Any]
+    ) -> Any:
+        service = self.registry.get(spec.service)
+        if service is None:
+            raise NoProvider(f"no provider of {spec.service!r}", service=spec.service)
+        limiter = self._limiter(service)
+        stats = self._method_stats(spec)
+        started = time.monotonic()
+        if limiter.full:
+            stats.rejected(started, "overloaded")
+            raise Overloaded(
+                f"{spec.target}: {service.concurrency} calls running and {service.queue} "
+                "waiting; try again later",
+                service=spec.service,
+                method=spec.name,
+                call_id=context.call_id,
+            )
+        stats.started(started)
+        error: str | None = None
+        timeout = asyncio.timeout_at(context.deadline)
+        try:
+            async with timeout, limiter:
+                return await run()
+        except TimeoutError:
+            if not timeout.expired():
+                error = "TimeoutError"
+                raise
+            context.cancel()
+            raise CallTimeout(
+                f"{spec.target}: deadline passed",
+                service=spec.service,
+                method=spec.name,
+                call_id=context.call_id,
+            ) from None
+        except asyncio.CancelledError:
+            context.cancel()
+            error = "cancelled"
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            now = time.monotonic()
+            stats.finished(now, now - started, error=error, timeout=timeout.expired())
+
+    async def _run(
+        self, spec: MethodSpec, context: CallContext, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        if spec.kind == "coroutine":
+            token = _current.set(context)
+            try:
+                return await spec.handler(*args, **kwargs)
+            finally:
+                _current.reset(token)
+        return await self._in_pool(context, functools.partial(spec.handler, *args, **kwargs))
+
+    async def _in_pool(self, context: CallContext, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker pool with ``current_call()`` set; abandon it if cancelled."""
+        ctx = contextvars.copy_context()
+        ctx.run(_current.set, context)
+        try:
+            work = self._pool.submit(ctx.run, fn)
+        except RuntimeError:  # the pool is shut down: the node is closing
+            raise MeshError("node is closing") from None
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            context.cancel()
+            if not work.done():  # running in a thread: it cannot be stopped, only abandoned
+                self._abandoned.add(work)
+                loop = asyncio.get_running_loop()
+                work.add_done_callback(
+                    lambda f: loop.call_soon_threadsafe(self._abandoned.discard, f)
+                )
+            raise
+
+    async def _run_stream(
+        self,
+        spec: MethodSpec,
+        context: CallContext,
+        args: Any,
+        kwargs: dict[str, Any],
+        credit: Credit,
+        emit: Callable[[Any], None],
+    ) -> None:
+        if spec.kind == "async_stream":
+            token = _current.set(context)
+            items = spec.handler(*args, **kwargs)
+            try:
+                async for item in items:
+                    await credit.take()
+                    emit(item)
+            finally:
+                await items.aclose()
+                _current.reset(token)
+            return
+        generator = spec.handler(*args, **kwargs)  # creating it runs none of its code
+        try:
+            while True:
+                item = await self._in_pool(context, functools.partial(next, generator, _END))
+                if item is _END:
+                    return
+                await credit.take()
+                emit(item)
+        finally:
+            # Close it on the pool too: its finally blocks may block. If a next() is still
+            # running (abandoned), closing must wait for it, so chain on the pool's queue.
+            with contextlib.suppress(RuntimeError):  # the pool is already shut down
+                self._pool.submit(_close_quietly, generator)
+
+
+def _close_quietly(generator: Any) -> None:
+    with contextlib.suppress(ValueError):  # still running in another worker: ends with it
+        generator.close()

@@ -1,0 +1,427 @@
+"""Services and calls on real sockets (127.0.0.1, one process): results, errors, deadlines,
+cancellation, streams with flow control, limits, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import mesh
+from mesh import Node, current_call, method, service, stream
+from nodes.calc import Calc
+
+
+def node(name: str, **kw: Any) -> Node:
+    return Node(mesh.Config(name=name, mesh="test", profile="test"), **kw)
+
+
+async def pair(provider: Node, caller: Node, *services: object) -> None:
+    for s in services:
+        provider.add_service(s)
+    await caller.connect(provider.address)
+
+
+@pytest.fixture
+async def calc() -> AsyncIterator[tuple[Node, Node]]:
+    """A provider of calc and a caller connected to it."""
+    async with node("provider") as a, node("caller") as b:
+        await pair(a, b, Calc())
+        yield a, b
+
+
+async def test_remote_and_local_calls_return_results(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    assert await caller.call("calc.add", 1, 2) == 3
+    assert await caller.call("calc.add", a=1.5, b=2) == 3.5
+    assert await caller.call("calc.mul", 6, 7) == 42  # sync handler on the pool
+    assert await provider.call("calc.add", 2, 2) == 4  # local: no sockets
+    assert await caller.proxy("calc").add(5, 6) == 11
+
+
+async def test_functions_are_services_too() -> None:
+    async def say(message: str) -> str:
+        return message
+
+    async with node("a") as a, node("b") as b:
+        a.add_service(say, name="echo.say")
+        a.add_service(str.upper, name="echo.upper")
+        await b.connect(a.address)
+        assert await b.call("echo.say", {"nested": [1, 2]}) == {"nested": [1, 2]}
+        assert await b.call("echo.upper", "hi") == "HI"
+
+
+async def test_unknown_service_is_no_provider(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    with pytest.raises(mesh.NoProvider, match="'weather'") as info:
+        await caller.call("weather.today")
+    assert info.value.service == "weather"
+    with pytest.raises(mesh.NoProvider):
+        await provider.call("weather.today")
+
+
+async def test_unknown_method_lists_the_methods(calc: tuple[Node, Node]) -> None:
+    for who in calc:
+        with pytest.raises(mesh.UnknownMethod, match="it has: add, blocking, count, div"):
+            await who.call("calc.pow", 2, 8)
+
+
+async def test_remote_exception_carries_type_message_and_traceback(
+    calc: tuple[Node, Node],
+) -> None:
+    provider, caller = calc
+    with pytest.raises(mesh.RemoteError) as info:
+        await caller.call("calc.div", 1, 0)
+    error = info.value
+    assert error.remote_type == "ZeroDivisionError"
+    assert "division by zero" in str(error)
+    assert "in div" in error.remote_traceback
+    assert (error.service, error.method, error.peer) == ("calc", "div", "provider")
+    # the same error from a local call
+    with pytest.raises(mesh.RemoteError) as local:
+        await provider.call("calc.fail", "oops")
+    assert (local.value.remote_type, str(local.value)) == ("ValueError", "ValueError: oops")
+    # the node keeps serving
+    assert await caller.call("calc.add", 1, 1) == 2
+
+
+async def test_deadline_cancels_a_coroutine_handler() -> None:
+    events: list[str] = []
+
+    @service("sleepy")
+    class Sleepy:
+        @method
+        async def nap(self, seconds: float) -> None:
+            events.append(f"remaining {current_call().remaining:.1f}")
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Sleepy())
+        started = time.monotonic()
+        with pytest.raises(mesh.CallTimeout) as info:
+            await b.call("sleepy.nap", 10, timeout=0.3)
+        assert isinstance(info.value, TimeoutError)
+        assert 0.25 < time.monotonic() - started < 1.0
+        await wait_until(lambda: "cancelled" in events)
+        assert events == ["remaining 0.3", "cancelled"]
+        stats = a.statistics().services["sleepy"].methods["nap"]
+        assert (stats.requests, stats.timeouts, stats.in_flight) == (1, 1, 0)
+
+
+async def test_sync_handler_is_abandoned_and_told_to_stop() -> None:
+    seen: list[bool] = []
+    release = threading.Event()
+
+    @service("worker")
+    class Worker:
+        @method
+        def grind(self) -> str:
+            release.wait(5)
+            seen.append(current_call().cancelled)
+            return "done"
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Worker())
+        with pytest.raises(mesh.CallTimeout):
+            await b.call("worker.grind", timeout=0.2)
+        await wait_until(lambda: a.statistics().abandoned_workers == 1)
+        release.set()
+        await wait_until(lambda: a.statistics().abandoned_workers == 0)
+        assert seen == [True]
+
+
+async def test_cancelling_the_caller_cancels_the_handler() -> None:
+    events: list[str] = []
+
+    @service("sleepy")
+    class Sleepy:
+        @method
+        async def nap(self) -> None:
+            events.append("started")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Sleepy())
+        task = asyncio.create_task(b.call("sleepy.nap"))
+        await wait_until(lambda: events == ["started"])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_until(lambda: events == ["started", "cancelled"])
+        assert b.statistics().calls_outstanding == 0
+
+
+async def test_calls_made_in_a_handler_inherit_deadline_and_trace() -> None:
+    seen: dict[str, Any] = {}
+    nodes: dict[str, Node] = {}
+
+    @service("outer")
+    class Outer:
+        @method
+        async def run(self) -> Any:
+            seen["outer"] = current_call()
+            return await nodes["a"].call("inner.run", timeout=60)
+
+    @service("inner")
+    class Inner:
+        @method
+        async def run(self) -> str:
+            seen["inner"] = current_call()
+            return "ok"
+
+    # b calls outer on a; outer's handler calls inner on c.
+    async with node("a") as a, node("b") as b, node("c") as c:
+        nodes["a"] = a
+        await pair(c, a, Inner())
+        await pair(a, b, Outer())
+        assert await b.call("outer.run", timeout=2.0) == "ok"
+        outer, inner = seen["outer"], seen["inner"]
+        assert (outer.caller, inner.caller) == (b.id, a.id)
+        assert inner.trace_id == outer.trace_id
+        assert len(inner.trace_id) == 16
+        assert inner.deadline is not None
+        assert inner.remaining <= 2.0  # the outer deadline, not the 60 s asked for
+
+
+async def test_stream_delivers_items_in_order(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    async with caller.stream("calc.count", 1000) as items:
+        assert [x async for x in items] == list(range(1000))
+    async with caller.stream("calc.squares", 5) as items:  # a sync generator
+        assert [x async for x in items] == [0, 1, 4, 9, 16]
+    async with provider.stream("calc.count", 3) as items:  # local
+        assert [x async for x in items] == [0, 1, 2]
+    assert [x async for x in caller.proxy("calc").count.stream(2)] == [0, 1]
+
+
+async def test_leaving_a_stream_stops_the_producer() -> None:
+    produced: list[int] = []
+    stopped = asyncio.Event()
+
+    @service("numbers")
+    class Numbers:
+        @stream
+        async def forever(self) -> AsyncIterator[int]:
+            try:
+                i = 0
+                while True:
+                    produced.append(i)
+                    yield i
+                    i += 1
+            finally:
+                stopped.set()
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Numbers())
+        async with b.stream("numbers.forever") as items:
+            async for x in items:
+                if x == 10:
+                    break
+        await asyncio.wait_for(stopped.wait(), 2)
+        count = len(produced)
+        await asyncio.sleep(0.1)
+        assert len(produced) == count  # nothing after the stop
+
+
+async def test_a_slow_consumer_pauses_the_producer() -> None:
+    produced: list[int] = []
+
+    @service("numbers")
+    class Numbers:
+        @stream
+        async def many(self, n: int) -> AsyncIterator[bytes]:
+            for i in range(n):
+                produced.append(i)
+                yield b"x" * 1000
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Numbers())
+        async with b.stream("numbers.many", 100_000) as items:
+            consumed = 0
+            async for _ in items:
+                consumed += 1
+                if consumed % 50 == 0:
+                    await asyncio.sleep(0.01)
+                    # the producer is never more than one window (64) ahead
+                    assert len(produced) - consumed <= 64
+                if consumed == 500:
+                    break
+
+
+async def test_stream_and_call_are_not_interchangeable(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    for who in (provider, caller):
+        with pytest.raises(mesh.CallError, match=r"is a stream: call it with node\.stream"):
+            await who.call("calc.count", 3)
+        with pytest.raises(mesh.CallError, match="is not a stream"):
+            async with who.stream("calc.add", 1, 2) as items:
+                async for _ in items:
+                    pass
+
+
+async def test_stream_errors_reach_the_consumer() -> None:
+    @service("bad")
+    class Bad:
+        @stream
+        async def items(self) -> AsyncIterator[int]:
+            yield 1
+            raise RuntimeError("broken stream")
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Bad())
+        got = []
+        with pytest.raises(mesh.RemoteError, match="broken stream"):
+            async with b.stream("bad.items") as items:
+                async for x in items:
+                    got.append(x)
+        assert got == [1]
+
+
+@pytest.mark.timeout(60)
+async def test_five_thousand_concurrent_calls_all_answered(calc: tuple[Node, Node]) -> None:
+    _, caller = calc
+    results = await asyncio.gather(
+        *(caller.call("calc.add", i, 1, timeout=30) for i in range(5000))
+    )
+    assert results == [i + 1 for i in range(5000)]
+    stats = caller.statistics()
+    assert stats.dropped_out == 0
+    assert stats.calls_outstanding == 0
+
+
+async def test_payload_up_to_the_limit_and_one_over() -> None:
+    limit = 256 * 1024
+    limits = mesh.Limits(max_message_size=limit)
+
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    async def grow(n: int) -> bytes:
+        return b"x" * n
+
+    async with node("a", limits=limits) as a, node("b", limits=limits) as b:
+        a.add_service(echo, name="echo.say")
+        a.add_service(grow, name="echo.grow")
+        await b.connect(a.address)
+        big = b"x" * (limit - 200)
+        assert await b.call("echo.say", big) == big
+        with pytest.raises(mesh.ProtocolError, match="exceeds the limit"):
+            await b.call("echo.say", b"x" * limit)  # refused before sending
+        with pytest.raises(mesh.ProtocolError, match="the result cannot be sent"):
+            await b.call("echo.grow", limit)
+        assert await b.call("echo.say", b"still fine") == b"still fine"
+
+
+async def test_blocking_sync_handler_does_not_stall_other_calls(calc: tuple[Node, Node]) -> None:
+    _, caller = calc
+    blocked = asyncio.create_task(caller.call("calc.blocking", 1.0))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert await caller.call("calc.add", 1, 2) == 3
+    assert await caller.call("calc.mul", 2, 2) == 4  # another pool thread
+    assert time.monotonic() - started < 0.5
+    assert await blocked == 1.0
+
+
+async def test_overloaded_when_limit_and_queue_are_full() -> None:
+    gate = asyncio.Event()
+
+    @service("tight", concurrency=1, queue=1)
+    class Tight:
+        @method
+        async def wait(self) -> str:
+            await gate.wait()
+            return "ok"
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Tight())
+        running = asyncio.create_task(b.call("tight.wait"))
+        queued = asyncio.create_task(b.call("tight.wait"))
+        await wait_until(lambda: a.statistics().calls_in_flight == 2)
+        with pytest.raises(mesh.Overloaded) as info:
+            await b.call("tight.wait")
+        assert info.value.retryable
+        gate.set()
+        assert await running == await queued == "ok"
+        stats = a.statistics().services["tight"].methods["wait"]
+        assert (stats.requests, stats.errors) == (3, 1)
+
+
+async def test_statistics_count_every_call(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    for i in range(10):
+        await caller.call("calc.add", i, i)
+    with pytest.raises(mesh.RemoteError):
+        await caller.call("calc.fail")
+    stats = provider.statistics().services["calc"]
+    assert stats.version == "1.0.0"
+    add = stats.methods["add"]
+    assert (add.requests, add.errors, add.in_flight) == (10, 0, 0)
+    assert add.latency.count == 10
+    assert add.latency.p50 is not None
+    assert 0 < add.latency.p50 < 0.1
+    fail = stats.methods["fail"]
+    assert (fail.requests, fail.errors) == (1, 1)
+    assert "failed on purpose" in str(fail.last_error)
+    process = provider.statistics().process
+    assert process.rss_bytes > 1_000_000
+    assert provider.statistics().messages_in >= 11
+
+
+async def test_registration_rules() -> None:
+    async with node("a") as a:
+        a.add_service(Calc())
+        with pytest.raises(mesh.MeshError, match="already registered"):
+            a.add_service(Calc())
+        with pytest.raises(mesh.MeshError, match="not a service"):
+            a.add_service(object())
+        with pytest.raises(mesh.MeshError, match=r"service\.method"):
+            a.add_service(len)
+        described = a.services["calc"].describe()
+        assert described["version"] == "1.0.0"
+        assert described["methods"]["add"]["signature"] == "(a: 'float', b: 'float') -> 'float'"
+        assert described["methods"]["add"]["doc"] == "Return a + b."
+        assert described["methods"]["add"]["idempotent"] is True
+        assert described["methods"]["count"]["stream"] is True
+        a.remove_service("calc")
+        with pytest.raises(mesh.NoProvider):
+            await a.call("calc.add", 1, 2)
+
+
+def test_decorated_methods_stay_plain_methods() -> None:
+    assert asyncio.run(Calc().add(1, 2)) == 3
+    assert Calc().mul(2, 3) == 6
+
+
+async def test_shutdown_finishes_calls_in_flight_and_refuses_new_ones(
+    calc: tuple[Node, Node],
+) -> None:
+    provider, caller = calc
+    in_flight = asyncio.create_task(caller.call("calc.slow", 0.3))
+    await wait_until(lambda: provider.statistics().calls_in_flight == 1)
+    closing = asyncio.create_task(provider.aclose(grace=2.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises((mesh.Unavailable, mesh.NoProvider)):
+        await caller.call("calc.add", 1, 2)
+    assert await in_flight == 0.3
+    await closing
+
+
+async def wait_until(condition: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
