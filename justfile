@@ -20,4 +20,4 @@ bench:
 
 # a local demo mesh and its listing
 demo:
-    python -m nodes.demo
+    meshctl demo

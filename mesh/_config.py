@@ -94,7 +94,8 @@ def _seeds(label: str, value: object) -> tuple[str, ...]:
     for seed in value:
         if not isinstance(seed, str) or not (m := _SEED.fullmatch(seed)):
             raise ConfigError(f"{label}: {seed!r} is not of the form tcp://host:port[#PUBLICKEY]")
-        _port(label, int(m["port"]))
+        if not 1 <= int(m["port"]) <= 65535:
+            raise ConfigError(f"{label}: {seed!r} needs a port number 1..65535")
     return tuple(value)
 
 
@@ -286,10 +287,9 @@ def _split_seeds(raw: str) -> list[str]:
 
 
 def _int(raw: str) -> int:
-    try:
-        return int(raw, 10)
-    except ValueError:
-        raise ValueError(f"expected an integer, got {raw!r}") from None
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise ValueError(f"expected an integer, got {raw!r}")
+    return int(raw, 10)
 
 
 #: Environment variables that :meth:`Config.from_env` reads: variable -> (field, parser).

@@ -1,7 +1,8 @@
 """The node runtime: binds the sockets, speaks the handshake, ties the layers together.
 
-Only this module reads the clock and owns tasks; what decides (codec, version
-choice) is pure code in other modules.
+The runtime modules (this one, the transport, the client and the dispatcher) read
+the clock and own tasks; what decides (codec, version choice, the registry,
+statistics) is pure code in other modules.
 """
 
 from __future__ import annotations
@@ -260,12 +261,16 @@ class Node:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
-        self._say_goodbye()
-        pumps = [c.pump for c in self._connections.values()]
+        told = self._say_goodbye()
+        pumps = [c.pump for c in self._connections.values() if c.peer is not None]
         if self._router is not None:
             pumps.append(self._router)
         linger = min(grace, 0.5)
         await asyncio.gather(*(p.flush(timeout=linger) for p in pumps))
+        if told:
+            # A DEALER with IMMEDIATE=1 discards what it has not read when its connection
+            # drops, so give peers a moment to read the GOODBYE before the sockets close.
+            await asyncio.sleep(min(linger, 0.05))
         for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("node closed"))
@@ -759,13 +764,18 @@ class Node:
         if self._router is not None:
             self._router.send([routing_id, self._codec.encode(message)])
 
-    def _say_goodbye(self) -> None:
+    def _say_goodbye(self) -> int:
+        """GOODBYE to every peer with a completed handshake; returns how many."""
         goodbye = self._codec.encode(Goodbye(self.id))
+        told = 0
         for connection in self._connections.values():
             if connection.peer is not None:
                 connection.pump.send([goodbye])
+                told += 1
         for routing_id in self._sessions:
             self._reply(routing_id, Goodbye(self.id))
+            told += 1
+        return told
 
     def _require_started(self) -> None:
         if self._transport is None:
@@ -788,7 +798,7 @@ def _explain(event: MonitorEvent | None) -> str:
         return "no connection was made"
     return {
         "connect_delayed": "connection in progress",
-        "connect_retried": "connection refused: is a node listening there?",
+        "connect_retried": "could not connect (refused or unreachable): is a node listening there?",
         "connected": "connected, but no mesh node answered",
         "handshake_succeeded": "connected, but no mesh node answered",
         "disconnected": "the connection was closed by the peer",

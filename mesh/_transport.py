@@ -9,7 +9,10 @@ blocking, up to :data:`READ_BATCH` per turn, then yields so timers run.
 Why one owner task: libzmq sockets are not thread-safe and their file
 descriptor is edge-triggered; sending from several tasks through a shadow
 socket loses wake-ups. Why drain with NOBLOCK: one awaited ``recv`` per message
-costs a future and a loop turn each; draining is 2-4x faster (docs/performance).
+costs a future and a loop turn each; draining is 2-4x faster (docs/performance.md).
+When nothing is queued, :meth:`Pump.send` hands frames to libzmq directly from
+the calling task (same thread, so safe) and wakes the owner if that send hid a
+waiting message from it (reading ZMQ_EVENTS resets the edge).
 """
 
 from __future__ import annotations
@@ -257,7 +260,10 @@ class Transport:
         self._hook = socket_hook
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._pumps: list[Pump] = []
+        # Socket pump -> the pump of its monitor socket (monitors are not in _pumps).
         self._monitors: dict[Pump, Pump] = {}
+        # Counters of sockets already closed, so node totals never go down.
+        self._closed_totals = [0, 0, 0, 0, 0]
 
     @property
     def closed(self) -> bool:
@@ -295,7 +301,6 @@ class Transport:
             on_dropped=on_dropped,
         )
         pump.start()
-        self._pumps.append(pump)
         return pump
 
     def router(
@@ -321,6 +326,7 @@ class Transport:
                 monitor.close(linger=0)
             raise
         pump = self._pump(sock, on_message, name=f"router:{port}", on_dropped=on_dropped)
+        self._pumps.append(pump)
         self._watch(pump, monitor, on_event)
         return pump, port
 
@@ -328,7 +334,9 @@ class Transport:
         """A bound PUB socket for events; returns it and the port it got."""
         sock = self._socket(zmq.PUB, "pub")
         port = self._bind(sock, host, port)
-        return self._pump(sock, None, name=f"pub:{port}"), port
+        pump = self._pump(sock, None, name=f"pub:{port}")
+        self._pumps.append(pump)
+        return pump, port
 
     def dealer(
         self,
@@ -354,7 +362,9 @@ class Transport:
                 sock.disable_monitor()
                 monitor.close(linger=0)
             sock.close(linger=0)
-            raise TransportError(f"cannot connect to {address}: {exc.strerror}") from None
+            raise TransportError(
+                f"cannot connect to {address}: {_strerror(exc)}"
+            ) from None
         pump = self._pump(
             sock,
             on_message,
@@ -363,6 +373,7 @@ class Transport:
             send_timeout=send_timeout,
             on_dropped=on_dropped,
         )
+        self._pumps.append(pump)
         self._watch(pump, monitor, on_event)
         return pump
 
@@ -385,28 +396,23 @@ class Transport:
             with contextlib.suppress(zmq.ZMQError):
                 pump.sock.disable_monitor()
             await monitor.aclose()
-            self._pumps.remove(monitor)
         if pump in self._pumps:
             self._pumps.remove(pump)
+            for i, value in enumerate(_counters(pump)):
+                self._closed_totals[i] += value
         await pump.aclose(linger)
 
     def statistics(self) -> PumpStatistics:
-        """Counters summed over every socket (monitors excluded)."""
-        monitors = set(self._monitors.values())
-        pumps = [p for p in self._pumps if p not in monitors]
-        return PumpStatistics(
-            messages_in=sum(p.messages_in for p in pumps),
-            messages_out=sum(p.messages_out for p in pumps),
-            bytes_in=sum(p.bytes_in for p in pumps),
-            bytes_out=sum(p.bytes_out for p in pumps),
-            dropped_out=sum(p.dropped_out for p in pumps),
-        )
+        """Counters summed over every socket this transport ever had (monitors excluded)."""
+        totals = list(self._closed_totals)
+        for pump in self._pumps:
+            for i, value in enumerate(_counters(pump)):
+                totals[i] += value
+        return PumpStatistics(*totals)
 
     async def aclose(self, linger: float = 0.0) -> None:
         """Close every socket and end the context, letting libzmq deliver what it
         holds for up to ``linger`` seconds (a goodbye, the last replies)."""
-        for pump in list(self._monitors):
-            await self.close_pump(pump)
         for pump in list(self._pumps):
             await self.close_pump(pump, linger)
         # term() blocks until lingering messages are out: keep the loop free meanwhile.
@@ -421,14 +427,23 @@ class Transport:
             with contextlib.suppress(zmq.ZMQError):
                 sock.disable_monitor()
             sock.close(linger=0)
-            raise TransportError(f"cannot bind {endpoint}: {exc.strerror}") from None
+            raise TransportError(f"cannot bind {endpoint}: {_strerror(exc)}") from None
         last = sock.getsockopt(zmq.LAST_ENDPOINT)
         assert isinstance(last, bytes)
         return int(last.rsplit(b":", 1)[1])
 
 
+def _counters(pump: Pump) -> tuple[int, int, int, int, int]:
+    return (pump.messages_in, pump.messages_out, pump.bytes_in, pump.bytes_out, pump.dropped_out)
+
+
+def _strerror(exc: zmq.ZMQError) -> str:
+    """The error's text without pyzmq's address suffix."""
+    return zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+
+
 def _reason(exc: zmq.ZMQError) -> str:
-    return "no such peer" if exc.errno == errno.EHOSTUNREACH else str(exc.strerror)
+    return "no such peer" if exc.errno == errno.EHOSTUNREACH else _strerror(exc)
 
 
 def _monitor_handler(on_event: Callable[[MonitorEvent], None]) -> FrameHandler:

@@ -46,7 +46,8 @@ def test_profiles_order_their_timings() -> None:
         ("profile", "fast", "profile: expected one of lan, local, test"),
         ("seeds", "tcp://a:1", "seeds: expected a list"),
         ("seeds", ("a:1",), r"seeds: 'a:1' is not of the form"),
-        ("seeds", ("tcp://a:99999",), "seeds: expected a port number"),
+        ("seeds", ("tcp://a:99999",), "seeds: .* needs a port number"),
+        ("seeds", ("tcp://a:0",), "seeds: .* needs a port number"),
         ("interface", "eth 0", "interface: expected a network interface"),
         ("timings", "fast", "timings: expected a Timings"),
     ],
@@ -116,6 +117,7 @@ def test_from_env_ignores_unset_and_empty_and_applies_overrides() -> None:
     [
         ("MESH_PORT", "seventy", "MESH_PORT: expected an integer, got 'seventy'"),
         ("MESH_PORT", "70000", "MESH_PORT: expected a port number"),
+        ("MESH_PORT", "7_000", "MESH_PORT: expected an integer, got '7_000'"),
         ("MESH_NAME", "bad name!", "MESH_NAME: a mesh name is"),
         ("MESH_PROFILE", "fast", "MESH_PROFILE: expected one of"),
         ("MESH_SEEDS", "10.0.0.1:7000", "MESH_SEEDS: '10.0.0.1:7000' is not of the form"),

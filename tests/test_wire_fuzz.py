@@ -15,7 +15,7 @@ from mesh import Limits, ProtocolError
 from mesh._wire import Call, Codec, Error, Kind, Reply, StreamItem
 
 # 10,000 examples in CI (CI=true), fewer on a developer's machine.
-EXAMPLES = 10_000 if os.environ.get("CI") else 1_000
+EXAMPLES = 10_000 if os.environ.get("CI", "").lower() in ("1", "true", "yes") else 1_000
 
 codec = Codec(Limits(max_depth=16, max_collection=1000, max_message_size=64 * 1024))
 
