@@ -24,10 +24,14 @@ def run(setup: Setup | None = None) -> None:
     work, finish work in flight within the grace period, say goodbye to peers,
     exit 0. A bad setting exits 2 with one line.
     """
-    logging.basicConfig(
-        level=os.environ.get("MESH_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    level = os.environ.get("MESH_LOG_LEVEL", "WARNING").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        print(
+            f"error: MESH_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {level!r}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(_serve(Config.from_env(), setup))
     except MeshError as exc:

@@ -58,7 +58,12 @@ async def test_killed_node_is_unreachable_and_restart_is_a_new_node() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("MESH_PORT", "seventy"), ("MESH_NAME", "bad name!"), ("MESH_PROFILE", "fast")],
+    [
+        ("MESH_PORT", "seventy"),
+        ("MESH_NAME", "bad name!"),
+        ("MESH_PROFILE", "fast"),
+        ("MESH_LOG_LEVEL", "loud"),
+    ],
 )
 def test_bad_setting_exits_2_naming_the_variable(variable: str, value: str) -> None:
     result = subprocess.run(
