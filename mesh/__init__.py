@@ -21,7 +21,8 @@ from ._errors import (
     UnknownMethod,
     WrongMesh,
 )
-from ._node import Node, NodeStatistics, PeerInfo, Proxy, ProxyMethod
+from ._handshake import PeerInfo
+from ._node import Node, NodeStatistics, Proxy, ProxyMethod
 from ._services import MethodSpec, ServiceSpec, method, service, stream
 from ._stats import (
     HistogramSnapshot,

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from ._context import _current
-from ._errors import CallTimeout, MeshError, Unavailable, error_from_wire
+from ._errors import CallTimeout, MeshError, ProtocolError, Unavailable, error_from_wire
 from ._transport import MonitorEvent, Pump
 from ._wire import Call, Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
 
@@ -84,9 +84,13 @@ class Stream:
 
     # fed by the client
 
-    def deliver(self, item: Any) -> None:
+    def deliver(self, item: Any) -> bool:
+        """Buffer an item; False if that is more than the credit granted (a faulty peer)."""
+        if len(self._items) >= self._window:
+            return False
         self._items.append(item)
         self._ready.set()
+        return True
 
     def finish(self, error: BaseException | None = None) -> None:
         self._done = True
@@ -155,7 +159,7 @@ class Outgoing:
         """Deadline (monotonic) and trace id for a new call, inherited inside a handler."""
         deadline = time.monotonic() + timeout
         parent = _current.get()
-        if parent is None:
+        if parent is None or not parent.trace_id:
             return deadline, os.urandom(8).hex()
         if parent.deadline is not None and parent.deadline < deadline:
             deadline = parent.deadline
@@ -172,7 +176,15 @@ class Outgoing:
     ) -> Any:
         """Send a CALL on ``connection`` and wait for its answer until ``deadline``."""
         call_id = next(self._ids)
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:  # an inherited deadline already passed: do not even send
+            service, _, method = target.rpartition(".")
+            raise CallTimeout(
+                f"{target}: the deadline passed before the call was made",
+                service=service,
+                method=method,
+                call_id=call_id,
+            )
         frame = self._codec.encode(
             Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
         )
@@ -229,9 +241,19 @@ class Outgoing:
         pending = self._pending.get(call_id)
         if pending is None or pending.connection is not connection:
             return  # late (timed out, cancelled) or not ours: drop it
-        if isinstance(message, StreamItem):
-            if pending.stream is not None:
-                pending.stream.deliver(message.item)
+        is_stream = pending.stream is not None
+        if isinstance(message, StreamItem) and is_stream:
+            assert pending.stream is not None
+            if not pending.stream.deliver(message.item):
+                self._violation(call_id, pending, "sent stream items beyond its credit")
+            return
+        if isinstance(message, StreamItem | StreamEnd) != is_stream and not isinstance(
+            message, Error
+        ):
+            kind = type(message).__name__
+            self._violation(
+                call_id, pending, f"answered a {'stream' if is_stream else 'call'} with {kind}"
+            )
             return
         del self._pending[call_id]
         self._settled(pending)
@@ -273,6 +295,13 @@ class Outgoing:
         for call_id, pending in list(self._pending.items()):
             del self._pending[call_id]
             self._fail(pending, call_id, MeshError(reason))
+
+    def _violation(self, call_id: int, pending: _Pending, what: str) -> None:
+        """The peer broke the protocol for this call: fail it and tell the peer to stop."""
+        del self._pending[call_id]
+        peer = pending.connection.peer.name if pending.connection.peer else ""
+        self._fail(pending, call_id, ProtocolError(f"{pending.target}: peer {peer!r} {what}"))
+        pending.connection.pump.send([self._codec.encode(Cancel(call_id))])
 
     def _expire(self, call_id: int) -> None:
         pending = self._pending.pop(call_id, None)

@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import secrets
 import signal
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
@@ -27,18 +26,17 @@ from ._errors import (
     CallError,
     ConnectError,
     ConnectTimeout,
-    IncompatibleVersion,
     MeshError,
     NoProvider,
     ProtocolError,
     RemoteError,
     TransportError,
     Unavailable,
-    WrongMesh,
     error_to_wire,
 )
+from ._handshake import ADDRESS, PeerInfo, accept_welcome, hello, refuse_hello
 from ._server import Credit, Dispatcher
-from ._services import ServiceRegistry, ServiceSpec
+from ._services import MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import ProcessStatistics, ServiceStatistics, process_statistics
 from ._transport import MonitorEvent, Pump, Transport
 from ._wire import (
@@ -62,28 +60,6 @@ from ._wire import Credit as WireCredit
 __all__ = ["Node", "NodeStatistics", "PeerInfo"]
 
 log = logging.getLogger("mesh.node")
-
-_ADDRESS = re.compile(r"tcp://(?:[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
-_HANDSHAKE_ERRORS: Mapping[str, type[ConnectError]] = {
-    WrongMesh.code: WrongMesh,
-    IncompatibleVersion.code: IncompatibleVersion,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """Who a peer said it is in the handshake."""
-
-    id: str
-    name: str
-    mesh: str
-    #: The protocol version both sides use.
-    version: int
-    #: The peer's RPC address when this node connected to it, else "".
-    address: str = ""
-    #: Service name -> version, as the peer listed them at handshake.
-    services: Mapping[str, str] = field(default_factory=dict)
-    public_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +99,8 @@ class _Serving:
     task: asyncio.Task[None]
     context: CallContext
     credit: Credit | None
+    #: The caller sent CANCEL (or left): it wants no answer.
+    abandoned: bool = False
 
 
 class Node:
@@ -436,9 +414,12 @@ class Node:
 
         stream = Stream(target, window, timeout, grant=credit.add, cancel=cancel)
 
+        def emit(item: Any) -> None:
+            stream.deliver(item)  # never over the window: the credit holds the producer
+
         async def produce() -> None:
             try:
-                await self._dispatcher.stream(spec, context, args, kwargs, credit, stream.deliver)
+                await self._dispatcher.stream(spec, context, args, kwargs, credit, emit)
             except asyncio.CancelledError:
                 stream.finish()
                 raise
@@ -473,12 +454,9 @@ class Node:
             return
         key = (routing_id, call.call_id)
         if key in self._serving:
-            self._reply(
-                routing_id,
-                Error(
-                    call.call_id, ProtocolError.code, f"call id {call.call_id} is already in use"
-                ),
-            )
+            # Answering would settle the caller's first call with it: count and drop.
+            self._protocol_errors += 1
+            log.warning("call id %d reused while in flight: dropped", call.call_id)
             return
         session = self._sessions[routing_id]
         deadline = None if call.deadline_ms is None else time.monotonic() + call.deadline_ms / 1000
@@ -487,42 +465,59 @@ class Node:
         )
         credit = Credit(call.credit) if spec.is_stream else None
         task = asyncio.get_running_loop().create_task(
-            self._run_call(routing_id, call, context, credit)
+            self._run_call(routing_id, call, spec, context, credit)
         )
         self._serving[key] = _Serving(task, context, credit)
         task.add_done_callback(lambda _: self._serving.pop(key, None))
 
+    def _abandon(self, key: tuple[bytes, int]) -> None:
+        """The caller no longer wants this call: stop it, answer nothing."""
+        serving = self._serving.get(key)
+        if serving is not None:
+            serving.abandoned = True
+            serving.context.cancel()
+            serving.task.cancel()
+
     async def _run_call(
-        self, routing_id: bytes, call: Call, context: CallContext, credit: Credit | None
+        self,
+        routing_id: bytes,
+        call: Call,
+        spec: MethodSpec,
+        context: CallContext,
+        credit: Credit | None,
     ) -> None:
-        spec = self._dispatcher.resolve(call.target)
         call_id = call.call_id
+
+        def emit(item: Any) -> None:
+            try:
+                self._reply(routing_id, StreamItem(call_id, item))
+            except ProtocolError as exc:
+                raise ProtocolError(f"{call.target}: an item cannot be sent: {exc}") from None
+
         try:
             if credit is None:
                 result = await self._dispatcher.call(spec, context, call.args, call.kwargs)
                 answer: Message = Reply(call_id, result)
             else:
-                await self._dispatcher.stream(
-                    spec,
-                    context,
-                    call.args,
-                    call.kwargs,
-                    credit,
-                    lambda item: self._reply(routing_id, StreamItem(call_id, item)),
-                )
+                await self._dispatcher.stream(spec, context, call.args, call.kwargs, credit, emit)
                 answer = StreamEnd(call_id)
         except asyncio.CancelledError:
-            if self._closing:  # cut off by shutdown: the caller may retry elsewhere
+            serving = self._serving.get((routing_id, call_id))
+            if self._closing and not (serving and serving.abandoned):
+                # Cut off by shutdown: the caller may retry elsewhere.
                 self._reply(
                     routing_id,
                     Error(
                         call_id, Unavailable.code, f"node {self.name!r} shut down during the call"
                     ),
                 )
-            return  # else the caller cancelled: it wants no answer
-        except Exception as exc:
+            return
+        except BaseException as exc:  # the handler's error, for the caller
             code, message, kind, text = error_to_wire(exc)
-            answer = Error(call_id, code, message, kind, text)
+            self._reply_error(routing_id, Error(call_id, code, message, kind, text))
+            if not isinstance(exc, Exception):
+                raise  # SystemExit, KeyboardInterrupt: answered, then let through
+            return
         try:
             self._reply(routing_id, answer)
         except ProtocolError as exc:  # the result cannot travel: say so instead
@@ -530,6 +525,18 @@ class Node:
                 routing_id,
                 Error(
                     call_id, ProtocolError.code, f"{call.target}: the result cannot be sent: {exc}"
+                ),
+            )
+
+    def _reply_error(self, routing_id: bytes, error: Error) -> None:
+        """Send an ERROR; one too large to encode goes out shortened."""
+        try:
+            self._reply(routing_id, error)
+        except ProtocolError:
+            self._reply(
+                routing_id,
+                Error(
+                    error.ref, error.code, error.message[:2000], error.type, error.traceback[-8000:]
                 ),
             )
 
@@ -544,7 +551,7 @@ class Node:
         """
         self._require_started()
         assert self._transport is not None
-        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+        if not isinstance(address, str) or not ADDRESS.fullmatch(address):
             raise ConnectError(f"{address!r} is not a tcp://host:port address", address=address)
         timeout = self.config.timings.connect_timeout if timeout is None else timeout
         old = self._connections.pop(address, None)
@@ -586,45 +593,10 @@ class Node:
         return peer
 
     def _hello(self, ref: int) -> Hello:
-        return Hello(
-            ref=ref,
-            node_id=self.id,
-            name=self.name,
-            mesh=self.mesh,
-            min_version=PROTOCOL_MIN,
-            max_version=PROTOCOL_MAX,
-            services=self._services.versions(),
-        )
+        return hello(ref, self.id, self.name, self.mesh, self._services.versions())
 
     def _accept_welcome(self, answer: Message, address: str) -> PeerInfo:
-        if isinstance(answer, Error):
-            cls = _HANDSHAKE_ERRORS.get(answer.code, ConnectError)
-            raise cls(f"{address} refused the handshake: {answer.message}", address=address)
-        if not isinstance(answer, Welcome):
-            raise ConnectError(f"{address} answered HELLO with {type(answer).__name__}")
-        if answer.mesh != self.mesh:
-            raise WrongMesh(
-                f"{address} is node {answer.name!r} of mesh {answer.mesh!r}, "
-                f"not of mesh {self.mesh!r}",
-                address=address,
-            )
-        chosen = negotiate((PROTOCOL_MIN, PROTOCOL_MAX), (answer.min_version, answer.max_version))
-        if chosen is None or answer.version != chosen:
-            raise IncompatibleVersion(
-                f"{address} speaks protocol {answer.min_version}..{answer.max_version} "
-                f"and chose version {answer.version}; this node speaks "
-                f"{PROTOCOL_MIN}..{PROTOCOL_MAX}",
-                address=address,
-            )
-        return PeerInfo(
-            id=answer.node_id,
-            name=answer.name,
-            mesh=answer.mesh,
-            version=answer.version,
-            address=address,
-            services=dict(answer.services),
-            public_key=answer.public_key,
-        )
+        return accept_welcome(answer, address, self.mesh)
 
     def _on_dealer_frames(self, connection: Connection, frames: list[bytes]) -> None:
         message = self._decode(frames, connection.address)
@@ -676,6 +648,8 @@ class Node:
             session = self._sessions.get(routing_id)
             if session is not None and session.id == message.node_id:
                 del self._sessions[routing_id]
+                for key in [k for k in self._serving if k[0] == routing_id]:
+                    self._abandon(key)  # nobody is left to answer
         elif routing_id not in self._sessions:
             self._protocol_errors += 1
             if not isinstance(message, Error):
@@ -685,10 +659,7 @@ class Node:
         elif isinstance(message, Call):
             self._serve(routing_id, message)
         elif isinstance(message, Cancel):
-            serving = self._serving.get((routing_id, message.call_id))
-            if serving is not None:
-                serving.context.cancel()
-                serving.task.cancel()
+            self._abandon((routing_id, message.call_id))
         elif isinstance(message, WireCredit):
             serving = self._serving.get((routing_id, message.call_id))
             if serving is not None and serving.credit is not None:
@@ -729,21 +700,7 @@ class Node:
     def _refuse(self, hello: Hello) -> Error | None:
         if not self._accepting:
             return Error(hello.ref, ConnectError.code, f"node {self.name!r} is shutting down")
-        if hello.mesh != self.mesh:
-            return Error(
-                hello.ref,
-                WrongMesh.code,
-                f"node {self.name!r} belongs to mesh {self.mesh!r}, not {hello.mesh!r}",
-            )
-        if negotiate((PROTOCOL_MIN, PROTOCOL_MAX), (hello.min_version, hello.max_version)) is None:
-            return Error(
-                hello.ref,
-                IncompatibleVersion.code,
-                f"no common protocol version: node {self.name!r} speaks "
-                f"{PROTOCOL_MIN}..{PROTOCOL_MAX}, the caller {hello.min_version}.."
-                f"{hello.max_version}",
-            )
-        return None
+        return refuse_hello(hello, self.name, self.mesh)
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -33,7 +33,16 @@ from zmq.utils.monitor import parse_monitor_message
 from ._config import Limits
 from ._errors import TransportError
 
-__all__ = ["MonitorEvent", "Pump", "PumpStatistics", "Role", "SocketHook", "Transport"]
+__all__ = [
+    "BlockingDealer",
+    "MonitorEvent",
+    "Pump",
+    "PumpStatistics",
+    "Role",
+    "SocketHook",
+    "Transport",
+    "make_socket",
+]
 
 log = logging.getLogger("mesh.transport")
 
@@ -252,6 +261,26 @@ class Pump:
                 log.exception("%s: drop handler failed", self.name)
 
 
+def make_socket(
+    context: zmq.Context[zmq.Socket[bytes]],
+    kind: int,
+    role: Role,
+    limits: Limits,
+    hook: SocketHook | None,
+) -> zmq.Socket[bytes]:
+    """The one place sockets are made: common options, then the security hook."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, limits.send_hwm)
+    sock.setsockopt(zmq.RCVHWM, limits.recv_hwm)
+    # A backstop only: the codec refuses oversize messages with a clear error first.
+    # Twice the limit, so a slightly-too-big message still gets a readable error back.
+    sock.setsockopt(zmq.MAXMSGSIZE, 2 * limits.max_message_size + 4096)
+    if hook is not None:
+        hook(sock, role)
+    return sock
+
+
 class Transport:
     """One zmq Context and the sockets of one node."""
 
@@ -270,17 +299,7 @@ class Transport:
         return self._context.closed
 
     def _socket(self, kind: int, role: Role) -> zmq.Socket[bytes]:
-        """The one place sockets are made: common options, then the security hook."""
-        sock = self._context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, self._limits.send_hwm)
-        sock.setsockopt(zmq.RCVHWM, self._limits.recv_hwm)
-        # A backstop only: the codec refuses oversize messages with a clear error first.
-        # Twice the limit, so a slightly-too-big message still gets a readable error back.
-        sock.setsockopt(zmq.MAXMSGSIZE, 2 * self._limits.max_message_size + 4096)
-        if self._hook is not None:
-            self._hook(sock, role)
-        return sock
+        return make_socket(self._context, kind, role, self._limits, self._hook)
 
     def _pump(
         self,
@@ -362,9 +381,7 @@ class Transport:
                 sock.disable_monitor()
                 monitor.close(linger=0)
             sock.close(linger=0)
-            raise TransportError(
-                f"cannot connect to {address}: {_strerror(exc)}"
-            ) from None
+            raise TransportError(f"cannot connect to {address}: {_strerror(exc)}") from None
         pump = self._pump(
             sock,
             on_message,
@@ -456,3 +473,47 @@ def _monitor_handler(on_event: Callable[[MonitorEvent], None]) -> FrameHandler:
             on_event(MonitorEvent(kind, str(text), int(message["value"])))
 
     return handle
+
+
+class BlockingDealer:
+    """A DEALER for one thread that blocks (``mesh.sync``): no loop, no hand-offs.
+
+    The blocking client's fast path: a call is one ``send`` and one ``poll``/``recv``
+    in the caller's own thread. Same options as a node's DEALER.
+    """
+
+    def __init__(
+        self, address: str, routing_id: bytes, limits: Limits, socket_hook: SocketHook | None = None
+    ) -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
+        self._sock = make_socket(self._context, zmq.DEALER, "dealer", limits, socket_hook)
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        try:
+            self._sock.connect(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise TransportError(f"cannot connect to {address}: {_strerror(exc)}") from None
+
+    def send(self, frame: bytes, timeout: float) -> bool:
+        """Send one frame, waiting up to ``timeout`` for the connection; False if it could not."""
+        if self._sock.poll(max(0, int(timeout * 1000)), zmq.POLLOUT):
+            try:
+                self._sock.send(frame, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                return False
+        return False
+
+    def recv(self, timeout: float | None) -> bytes | None:
+        """The next frame, or None when ``timeout`` passes; multi-frame messages are None too."""
+        wait = -1 if timeout is None else max(0, int(timeout * 1000))
+        if not self._sock.poll(wait, zmq.POLLIN):
+            return None
+        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+        return frames[0] if len(frames) == 1 else b""
+
+    def close(self) -> None:
+        """Close the socket and its context at once."""
+        self._sock.close(linger=0)
+        self._context.term()

@@ -284,7 +284,7 @@ _SPECS: dict[int, tuple[type[Any], _Spec]] = {
             ("deadline_ms", _is_opt_u64, None),
             ("credit", _is_u64, 0),
             ("trace_id", _is_str, ""),
-            ("attempt", _is_u64, 1),
+            ("attempt", _is_version, 1),
         ),
     ),
     Kind.REPLY: (Reply, (("call_id", _is_u64, _REQUIRED), ("result", _is_any, None))),

@@ -1,1 +1,227 @@
-"""placeholder"""
+"""The blocking API for scripts: ``with mesh.sync.connect(address) as c: c.call(...)``.
+
+A :class:`Client` is a short-lived mesh member that offers nothing: it handshakes
+with one node and calls its services from the caller's thread over a blocking
+DEALER (no event loop, no thread hand-off: the fast path for scripts). It shares
+the codec, the handshake and the error mapping with :class:`mesh.Node`. One
+client per thread; it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self
+
+from ._client import DEFAULT_WINDOW, Outgoing
+from ._config import Config
+from ._errors import CallTimeout, ConnectError, ConnectTimeout, ProtocolError, error_from_wire
+from ._handshake import ADDRESS, PeerInfo, accept_welcome, hello
+from ._transport import BlockingDealer
+from ._wire import (
+    Call,
+    Cancel,
+    Codec,
+    Credit,
+    Error,
+    Message,
+    Reply,
+    StreamEnd,
+    StreamItem,
+    Welcome,
+)
+
+__all__ = ["Client", "SyncStream", "connect"]
+
+
+def connect(
+    address: str, *, config: Config | None = None, timeout: float | None = None, **overrides: Any
+) -> Client:
+    """Handshake with the node at ``address`` and return a blocking :class:`Client`.
+
+    Settings come from ``config`` (default ``Config.from_env()``) with ``overrides``,
+    e.g. ``connect("tcp://10.0.0.5:7000", mesh="prod")``. Raises the same errors as
+    :meth:`mesh.Node.connect`.
+    """
+    base = config if config is not None else Config.from_env()
+    return Client(address, base.replace(**overrides) if overrides else base, timeout)
+
+
+class Client:
+    """Blocking calls to the services of one node. Use :func:`connect` to make one."""
+
+    def __init__(self, address: str, config: Config, timeout: float | None = None) -> None:
+        if not isinstance(address, str) or not ADDRESS.fullmatch(address):
+            raise ConnectError(f"{address!r} is not a tcp://host:port address", address=address)
+        self.config = config
+        self.id = secrets.token_hex(16)
+        self._codec = Codec(config.limits)
+        self._ids = itertools.count(1)
+        self._dealer = BlockingDealer(
+            address, bytes.fromhex(self.id) + os.urandom(4), config.limits
+        )
+        try:
+            self.peer: PeerInfo = self._handshake(
+                address, config.timings.connect_timeout if timeout is None else timeout
+            )
+        except BaseException:
+            self._dealer.close()
+            raise
+        self._closed = False
+
+    def _handshake(self, address: str, timeout: float) -> PeerInfo:
+        ref = next(self._ids)
+        deadline = time.monotonic() + timeout
+        frame = self._codec.encode(hello(ref, self.id, self.config.name, self.config.mesh, {}))
+        if self._dealer.send(frame, timeout):
+            while (answer := self._next(deadline)) is not None:
+                if isinstance(answer, Welcome | Error) and answer.ref == ref:
+                    return accept_welcome(answer, address, self.config.mesh)
+        raise ConnectTimeout(f"no answer from {address} within {timeout:g} s", address=address)
+
+    def call(self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``"service.method"`` and return its result (errors as in :meth:`Node.call`)."""
+        deadline, trace_id = Outgoing.inherit(
+            self.config.timings.call_timeout if timeout is None else timeout
+        )
+        call_id = next(self._ids)
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        frame = self._codec.encode(
+            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
+        )
+        if not self._dealer.send(frame, max(0.0, deadline - time.monotonic())):
+            raise self._timeout(target, call_id)
+        while (answer := self._next(deadline)) is not None:
+            if _ref(answer) != call_id:
+                continue  # a late answer to an earlier call that timed out
+            if isinstance(answer, Reply):
+                return answer.result
+            if isinstance(answer, Error):
+                raise self._error(answer, target, call_id)
+        raise self._timeout(target, call_id)
+
+    def stream(
+        self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> SyncStream:
+        """Items of a streaming method: ``with c.stream(...) as items: for x in items``.
+
+        ``timeout`` bounds the wait for each item; leaving the block stops the producer.
+        """
+        timeout = self.config.timings.call_timeout if timeout is None else timeout
+        _, trace_id = Outgoing.inherit(timeout)
+        call_id = next(self._ids)
+        frame = self._codec.encode(
+            Call(call_id, target, list(args), kwargs, None, DEFAULT_WINDOW, trace_id)
+        )
+        if not self._dealer.send(frame, timeout):
+            raise self._timeout(target, call_id)
+        return SyncStream(self, target, call_id, timeout)
+
+    def close(self) -> None:
+        """Close the connection (at once: nothing is left to deliver)."""
+        if not self._closed:
+            self._closed = True
+            self._dealer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # shared with SyncStream
+
+    def _next(self, deadline: float | None) -> Message | None:
+        """The next valid message before ``deadline`` (bad frames are skipped)."""
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            frame = self._dealer.recv(left)
+            if frame is None:
+                return None
+            try:
+                return self._codec.decode(frame)
+            except ProtocolError:
+                continue
+
+    def _send(self, message: Message) -> None:
+        self._dealer.send(self._codec.encode(message), 0.0)
+
+    def _error(self, answer: Error, target: str, call_id: int) -> Exception:
+        service, _, method = target.rpartition(".")
+        return error_from_wire(
+            answer.code, answer.message, answer.type, answer.traceback,
+            service=service, method=method, peer=self.peer.name, call_id=call_id,
+        )  # fmt: skip
+
+    def _timeout(self, target: str, call_id: int) -> CallTimeout:
+        service, _, method = target.rpartition(".")
+        return CallTimeout(
+            f"{target}: no answer before the deadline",
+            service=service, method=method, peer=self.peer.name, call_id=call_id,
+        )  # fmt: skip
+
+
+class SyncStream:
+    """The items of a streaming call, for a blocking caller."""
+
+    def __init__(self, client: Client, target: str, call_id: int, timeout: float) -> None:
+        self._client = client
+        self.target = target
+        self._call_id = call_id
+        self._timeout = timeout
+        self._consumed = 0
+        self._done = False
+
+    def __iter__(self) -> Iterator[Any]:
+        while not self._done:
+            answer = self._client._next(time.monotonic() + self._timeout)
+            if answer is None:
+                self.close()
+                raise CallTimeout(f"{self.target}: no item within {self._timeout:g} s")
+            if _ref(answer) != self._call_id:
+                continue
+            if isinstance(answer, StreamItem):
+                self._consumed += 1
+                if self._consumed * 2 >= DEFAULT_WINDOW:
+                    self._client._send(Credit(self._call_id, self._consumed))
+                    self._consumed = 0
+                yield answer.item
+            elif isinstance(answer, StreamEnd):
+                self._done = True
+            elif isinstance(answer, Error):
+                self._done = True
+                raise self._client._error(answer, self.target, self._call_id)
+
+    def close(self) -> None:
+        """Stop the stream; the producer is told to stop if it has not finished."""
+        if not self._done:
+            self._done = True
+            self._client._send(Cancel(self._call_id))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _ref(message: Message) -> int | None:
+    if isinstance(message, Error):
+        return message.ref
+    return getattr(message, "call_id", None)

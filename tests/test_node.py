@@ -384,3 +384,74 @@ async def test_non_zeromq_traffic_does_not_hurt_the_node() -> None:
                 await writer.wait_closed()
         assert (await b.connect(a.address)).id == a.id
         assert a.statistics().protocol_errors == 0  # nothing reached the codec
+
+
+async def test_reused_call_id_is_dropped_not_answered(zctx: RawSockets) -> None:
+    gate = asyncio.Event()
+
+    async def wait() -> str:
+        await gate.wait()
+        return "first"
+
+    async with node("a") as a:
+        a.add_service(wait, name="slow.wait")
+        sock = await raw_dealer(zctx, a.address)
+        await ask(sock, hello())
+        call = codec.encode(Call(5, "slow.wait", [], {}, 5000))
+        await sock.send(call)
+        await sock.send(call)  # the same id while the first runs
+        await asyncio.sleep(0.1)
+        gate.set()
+        answer = codec.decode(await asyncio.wait_for(sock.recv(), 2))
+        assert answer == mesh._wire.Reply(5, "first")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sock.recv(), 0.2)  # nothing else
+        assert a.statistics().protocol_errors == 1
+
+
+async def test_caller_goodbye_stops_its_calls(zctx: RawSockets) -> None:
+    stopped = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    async with node("a") as a:
+        a.add_service(forever, name="slow.forever")
+        sock = await raw_dealer(zctx, a.address)
+        await ask(sock, hello())
+        await sock.send(codec.encode(Call(1, "slow.forever", [], {}, None)))
+        await wait_for(lambda: a.statistics().calls_in_flight == 1)
+        await sock.send(codec.encode(Goodbye("f" * 32)))
+        await asyncio.wait_for(stopped.wait(), 2)
+        await wait_for(lambda: a.statistics().calls_in_flight == 0)
+
+
+async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSockets) -> None:
+    sock = zctx.socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+
+    async def rogue() -> None:
+        rid, frame = await sock.recv_multipart()
+        request = codec.decode(frame)
+        assert isinstance(request, Hello)
+        reply = Welcome(request.ref, "e" * 32, "rogue", "test", 1, 1, 1, {"numbers": "1"})
+        await sock.send_multipart([rid, codec.encode(reply)])
+        rid, frame = await sock.recv_multipart()
+        call = codec.decode(frame)
+        assert isinstance(call, Call)
+        for i in range(call.credit + 10):  # ignores the credit it was given
+            await sock.send_multipart([rid, codec.encode(mesh._wire.StreamItem(call.call_id, i))])
+        rid, frame = await sock.recv_multipart()
+        assert isinstance(codec.decode(frame), mesh._wire.Cancel)
+
+    served = asyncio.create_task(rogue())
+    async with node("a") as a:
+        await a.connect(f"tcp://127.0.0.1:{port}")
+        with pytest.raises(mesh.ProtocolError, match="beyond its credit"):
+            async with a.stream("numbers.all") as items:
+                async for _ in items:
+                    pass
+        await asyncio.wait_for(served, 5)

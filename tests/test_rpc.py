@@ -4,6 +4,7 @@ cancellation, streams with flow control, limits, statistics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -193,6 +194,36 @@ async def test_calls_made_in_a_handler_inherit_deadline_and_trace() -> None:
         assert len(inner.trace_id) == 16
         assert inner.deadline is not None
         assert inner.remaining <= 2.0  # the outer deadline, not the 60 s asked for
+
+
+async def test_a_passed_inherited_deadline_fails_without_sending() -> None:
+    seen: list[str] = []
+    nodes: dict[str, Node] = {}
+
+    async def inner() -> None:
+        seen.append("inner ran")
+
+    async def outer() -> None:
+        try:
+            await asyncio.sleep(0.3)
+        except asyncio.CancelledError:
+            pass  # a handler that ignores its deadline and goes on
+        try:
+            await nodes["a"].call("inner.run")
+        except mesh.CallTimeout:
+            seen.append("timed out at once")
+
+    async with node("a") as a, node("b") as b, node("c") as c:
+        nodes["a"] = a
+        c.add_service(inner, name="inner.run")
+        await a.connect(c.address)
+        a.add_service(outer, name="outer.run")
+        await b.connect(a.address)
+        with contextlib.suppress(mesh.CallTimeout):  # the reply may beat the caller's timer
+            await b.call("outer.run", timeout=0.1)
+        await wait_until(lambda: seen == ["timed out at once"])
+        await asyncio.sleep(0.1)
+        assert seen == ["timed out at once"]  # inner never ran
 
 
 async def test_stream_delivers_items_in_order(calc: tuple[Node, Node]) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m tests.bench.rpc`` measures mesh against raw pyzmq in one run."""

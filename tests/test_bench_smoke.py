@@ -1,0 +1,64 @@
+"""The RPC benchmark runs end to end and reports every figure.
+
+Speed goals live in the benchmark (``python -m tests.bench.rpc``), not here: this
+only checks that a short run completes and every figure is a positive number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.rpc import LABELS, RATIOS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@pytest.mark.timeout(120)
+def test_benchmark_runs_and_reports_every_figure() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.rpc",
+            "--calls",
+            "300",
+            "--throughput-calls",
+            "2000",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    print(json.dumps(result["figures"], indent=1))  # the figures, for whoever reads the log
+
+    assert set(result["figures"]) == set(LABELS)
+    for key, figure in result["figures"].items():
+        for name in ("p50_us", "p99_us", "calls_per_s"):
+            assert _positive(figure[name]), f"{key}.{name} = {figure[name]!r}"
+    assert set(result["ratios"]) == {ratio.name for ratio in RATIOS}
+    for name, ratio in result["ratios"].items():
+        assert _positive(ratio["value"]), f"{name} = {ratio['value']!r}"
