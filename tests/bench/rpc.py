@@ -96,10 +96,17 @@ def request_id(frame: bytes) -> int:
 # -- server processes ---------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if this benchmark dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _before_exec(cpus: set[int] | None) -> Callable[[], None]:
+    """What a server's child process does before exec: get SIGTERM if this benchmark
+    dies (Linux), and keep to ``cpus`` if given (its threads inherit that)."""
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return prepare
 
 
 def _server_env(mesh_name: str) -> dict[str, str]:
@@ -151,7 +158,9 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], env: dict[str, str], errors: IO[bytes]) -> Iterator[str]:
+def server(
+    argv: list[str], env: dict[str, str], errors: IO[bytes], cpus: set[int] | None = None
+) -> Iterator[str]:
     """Run a server process; yield the address from its ready line; end it at the end."""
     proc = subprocess.Popen(
         argv,
@@ -160,7 +169,7 @@ def server(argv: list[str], env: dict[str, str], errors: IO[bytes]) -> Iterator[
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=errors,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_before_exec(cpus) if sys.platform == "linux" else None,
     )
     try:
         try:
@@ -470,29 +479,38 @@ async def _async_phases(
     return figures
 
 
+def _placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """CPUs for the clients (this process) and for the servers, when pinning."""
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, {cpus[1]}
+
+
 def measure(args: argparse.Namespace) -> dict[str, Figure]:
     """Start the three servers, run every phase, end the servers."""
     mesh_name = f"bench-{os.getpid()}"
-    python = sys.executable
+    raw = [sys.executable, "-m", "tests.bench._raw_servers"]
+    client_cpus, server_cpus = _placement(args.pin)
     figures: dict[str, Figure] = {}
     with contextlib.ExitStack() as stack:
         errors = stack.enter_context(tempfile.TemporaryFile())
         # All servers start before this process makes any zmq context (no threads at fork).
         raw_blocking = stack.enter_context(
-            server(
-                [python, "-m", "tests.bench._raw_servers", "blocking", "0"],
-                dict(os.environ),
-                errors,
-            )
+            server([*raw, "blocking", "0"], dict(os.environ), errors, server_cpus)
         )
         raw_asyncio = stack.enter_context(
-            server(
-                [python, "-m", "tests.bench._raw_servers", "asyncio", "0"], dict(os.environ), errors
-            )
+            server([*raw, "asyncio", "0"], dict(os.environ), errors, server_cpus)
         )
         echo = stack.enter_context(
-            server([python, "-m", "nodes.echo"], _server_env(mesh_name), errors)
+            server(
+                [sys.executable, "-m", "nodes.echo"], _server_env(mesh_name), errors, server_cpus
+            )
         )
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)  # before any zmq context: its threads inherit
 
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
@@ -591,6 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=positive(int), default=100, help="calls in flight")
     parser.add_argument("--warmup", type=positive(int), default=500, help="warm-up calls each")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="pin this process to one CPU and every server to another",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio misses")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,51 @@
+"""Calls to node programs in other processes, and how they leave."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import mesh
+from tests.programs import node_env, node_program, read_line, stop
+
+
+def caller() -> mesh.Node:
+    return mesh.Node(mesh.Config(name="caller", mesh="test", profile="test"))
+
+
+@pytest.mark.timeout(60)
+async def test_calls_streams_and_errors_across_processes() -> None:
+    with (
+        node_program("nodes.calc", node_env(MESH_NODE_NAME="calc")) as calc,
+        node_program("nodes.echo", node_env(MESH_NODE_NAME="echo")) as echo,
+    ):
+        addresses = [read_line(calc)["address"], read_line(echo)["address"]]
+        async with caller() as me:
+            for address in addresses:
+                await me.connect(address)
+            assert await me.call("calc.add", 2, 3) == 5
+            assert await me.call("echo.say", {"k": [1, b"\x00"]}) == {"k": [1, b"\x00"]}
+            assert await me.call("echo.shout", "hi") == "HI"
+            with pytest.raises(mesh.RemoteError, match="failed on purpose"):
+                await me.call("calc.fail")
+            with pytest.raises(mesh.CallTimeout):
+                await me.call("calc.slow", 10, timeout=0.2)
+            assert await me.call("calc.blocking", 0.05) == 0.05
+            async with me.stream("calc.count", 300) as items:
+                assert [x async for x in items] == list(range(300))
+            results = await asyncio.gather(*(me.call("calc.add", i, i) for i in range(2000)))
+            assert results == [2 * i for i in range(2000)]
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_lets_calls_in_flight_finish() -> None:
+    with node_program("nodes.calc", node_env(MESH_NODE_NAME="calc")) as calc:
+        address = read_line(calc)["address"]
+        async with caller() as me:
+            await me.connect(address)
+            slow = asyncio.create_task(me.call("calc.slow", 0.5))
+            await asyncio.sleep(0.1)
+            exit_code = asyncio.create_task(asyncio.to_thread(stop, calc))
+            assert await slow == 0.5  # finished within the grace period
+            assert await exit_code == 0

@@ -1,0 +1,67 @@
+"""The blocking API against node programs in other processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import mesh
+from tests.programs import node_env, node_program, read_line
+
+
+@pytest.fixture(scope="module")
+def calc_address() -> Iterator[str]:
+    with node_program("nodes.calc", node_env(MESH_NODE_NAME="calc")) as proc:
+        yield read_line(proc)["address"]
+
+
+@pytest.fixture
+def client(calc_address: str) -> Iterator[mesh.sync.Client]:
+    with mesh.sync.connect(calc_address, mesh="test", profile="test") as c:
+        yield c
+
+
+def test_blocking_calls_return_results(client: mesh.sync.Client) -> None:
+    assert client.peer.name == "calc"
+    assert client.peer.services == {"calc": "1.0.0"}
+    assert client.call("calc.add", 1, 2) == 3
+    assert client.call("calc.mul", a=6, b=7) == 42
+
+
+def test_blocking_errors_are_the_async_errors(client: mesh.sync.Client) -> None:
+    with pytest.raises(mesh.RemoteError, match="division by zero") as info:
+        client.call("calc.div", 1, 0)
+    assert info.value.remote_type == "ZeroDivisionError"
+    assert info.value.peer == "calc"
+    with pytest.raises(mesh.UnknownMethod, match="it has: add"):
+        client.call("calc.pow", 2, 3)
+    with pytest.raises(mesh.NoProvider):
+        client.call("weather.today")
+    started = time.monotonic()
+    with pytest.raises(mesh.CallTimeout):
+        client.call("calc.slow", 5, timeout=0.2)
+    assert time.monotonic() - started < 1.0
+    assert client.call("calc.add", 2, 2) == 4  # the late answer is not mistaken for this one
+
+
+def test_blocking_streams(client: mesh.sync.Client) -> None:
+    with client.stream("calc.count", 500) as items:
+        assert list(items) == list(range(500))
+    with client.stream("calc.count", 10**9) as items:
+        for x in items:
+            if x == 100:
+                break
+    assert client.call("calc.add", 1, 1) == 2  # the stopped stream does not get in the way
+    with client.stream("calc.squares", 4) as items:
+        assert list(items) == [0, 1, 4, 9]
+
+
+def test_blocking_connect_errors(calc_address: str) -> None:
+    with pytest.raises(mesh.WrongMesh, match="belongs to mesh 'test', not 'other'"):
+        mesh.sync.connect(calc_address, mesh="other", profile="test")
+    with pytest.raises(mesh.ConnectTimeout):
+        mesh.sync.connect("tcp://127.0.0.1:9", mesh="test", timeout=0.3)
+    with pytest.raises(mesh.ConnectError, match="not a tcp://host:port"):
+        mesh.sync.connect("localhost:80", mesh="test")
