@@ -1,18 +1,19 @@
 """The ZeroMQ boundary: the only module that imports zmq.
 
 One :class:`Transport` (one zmq Context) per node. Every socket is made by
-:meth:`Transport._socket`, where the security hook (CURVE) is applied. Each
-socket is owned by one :class:`Pump` task: other tasks hand it frames with
-:meth:`Pump.send` (a queue), and the pump reads every ready message without
-blocking, up to :data:`READ_BATCH` per turn, then yields so timers run.
+:func:`make_socket`, where the security hook (CURVE) is applied. Each socket is
+owned by one :class:`Pump`: a reader callback on the event loop reads every
+ready message without blocking, up to :data:`READ_BATCH` per turn, then yields
+so timers run; :meth:`Pump.send` hands frames to libzmq at once when nothing is
+queued, and queues them for the pump otherwise.
 
-Why one owner task: libzmq sockets are not thread-safe and their file
-descriptor is edge-triggered; sending from several tasks through a shadow
-socket loses wake-ups. Why drain with NOBLOCK: one awaited ``recv`` per message
-costs a future and a loop turn each; draining is 2-4x faster (docs/performance.md).
-When nothing is queued, :meth:`Pump.send` hands frames to libzmq directly from
-the calling task (same thread, so safe) and wakes the owner if that send hid a
-waiting message from it (reading ZMQ_EVENTS resets the edge).
+Why one owner, on the loop thread: libzmq sockets are not thread-safe, and
+their file descriptor is edge-triggered: reading ZMQ_EVENTS (which every send
+does) resets it, so whoever reads EVENTS must make sure a waiting message is
+still noticed (sending through a shadow socket from several tasks lost such
+wake-ups and hung). Why callbacks and NOBLOCK draining rather than an awaited
+``recv`` per message: each await costs a future and loop turns; draining in the
+reader callback costs neither (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class PumpStatistics:
 
 
 class Pump:
-    """The one task that reads and writes one zmq socket."""
+    """The owner of one zmq socket: reads it from a loop callback, sends what had to wait."""
 
     def __init__(
         self,
@@ -112,43 +113,48 @@ class Pump:
         self._wait_when_full = wait_when_full
         self._send_timeout = send_timeout
         self._outbox: collections.deque[tuple[list[bytes], float]] = collections.deque()
-        self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flushed.set()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.dropped_out = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pump-{self.name}")
+        self._loop = asyncio.get_running_loop()
+        self._fd = cast(int, self.sock.fd)
+        self._loop.add_reader(self._fd, self._service)
+        self._soon()  # messages may already be waiting: the fd only signals changes
 
     def send(self, frames: list[bytes]) -> None:
-        """Queue ``frames`` for sending; never blocks. Counted as dropped if it cannot go."""
+        """Send ``frames`` or queue them; never blocks. Counted as dropped if it cannot go."""
         if self._closed:
             self._drop(frames, "socket closed")
             return
         if not self._outbox:
-            # Fast path: hand the frames to libzmq from this task (same thread, so safe),
-            # saving the owner task a wake-up per message.
+            # Fast path: hand the frames to libzmq now, from the caller (same thread, so
+            # safe); nothing waits for a loop turn.
             try:
                 self.sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
-                pass  # full or not connected: queue it; the owner task retries or drops
+                pass  # full or not connected: queue it; the pump retries or drops
             except zmq.ZMQError as exc:
                 self._drop(frames, _reason(exc))
                 return
             else:
                 self.messages_out += 1
                 self.bytes_out += sum(map(len, frames))
-                # The send may have consumed the fd's edge: if a message is waiting, the
-                # owner task would sleep through it, so wake it.
+                # Reading EVENTS inside the send resets the fd's edge: if a message is
+                # waiting, the fd will not say so again, so service the socket soon.
                 if cast(int, self.sock.events) & zmq.POLLIN:
-                    self._wake.set()
+                    self._soon()
                 return
         self._outbox.append((frames, time.monotonic() + self._send_timeout))
         self._flushed.clear()
-        self._wake.set()
+        self._soon()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until everything queued has been handed to libzmq (or dropped)."""
@@ -164,51 +170,49 @@ class Pump:
         )
 
     async def aclose(self, linger: float = 0.0) -> None:
-        """Stop the task and close the socket; libzmq may spend ``linger`` seconds
+        """Stop servicing and close the socket; libzmq may spend ``linger`` seconds
         delivering what it already holds (in the background of ``Context.term``)."""
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+        if self._timer is not None:
+            self._timer.cancel()
         while self._outbox:
             self._drop(self._outbox.popleft()[0], "socket closed")
         self._flushed.set()
         self.sock.close(linger=int(linger * 1000))
 
-    # the owner task
+    # servicing, from loop callbacks
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        fd = cast(int, self.sock.fd)
-        loop.add_reader(fd, self._wake.set)
-        try:
-            while True:
-                self._wake.clear()
-                events = cast(int, self.sock.events)
-                busy = False
-                if events & zmq.POLLIN:
-                    busy = self._read_batch()
-                if self._outbox:
-                    self._write_ready()
-                if busy:
-                    await asyncio.sleep(0)  # let others run, then go on draining
-                    continue
-                # Recheck before sleeping: reading EVENTS (here or in a send) processes
-                # libzmq's pending commands and resets the fd, so a message or a newly
-                # attached pipe (POLLOUT for a waiting DEALER) would otherwise wake no one.
-                events = cast(int, self.sock.events)
-                if events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT):
-                    continue
-                timeout = None
-                if self._outbox:  # blocked on a full or unconnected pipe
-                    timeout = max(0.0, self._outbox[0][1] - time.monotonic()) + 0.001
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-        finally:
-            loop.remove_reader(fd)
+    def _soon(self) -> None:
+        if not self._scheduled and self._loop is not None and not self._closed:
+            self._scheduled = True
+            self._loop.call_soon(self._service)
+
+    def _service(self) -> None:
+        """Read a batch, send what waits, and make sure the next change wakes us."""
+        self._scheduled = False
+        if self._closed:
+            return
+        events = cast(int, self.sock.events)
+        more = bool(events & zmq.POLLIN) and self._read_batch()
+        if self._outbox and not self._closed:
+            self._write_ready()
+        if self._closed:
+            return
+        # Reading EVENTS (here or in a send) processes libzmq's pending commands and
+        # resets the fd, so a message or a newly attached pipe (POLLOUT for a waiting
+        # DEALER) would otherwise wake no one: recheck before going back to the fd.
+        events = cast(int, self.sock.events)
+        if more or events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT):
+            self._soon()  # a full batch: let timers and other sockets run first
+        elif self._outbox:  # blocked on a full or unconnected pipe: retry at its expiry
+            if self._timer is not None:
+                self._timer.cancel()
+            assert self._loop is not None
+            self._timer = self._loop.call_at(self._outbox[0][1] + 0.001, self._service)
 
     def _read_batch(self) -> bool:
         """Read up to READ_BATCH messages; True if more may be waiting."""
