@@ -1,6 +1,7 @@
 """mesh RPC against raw pyzmq, in one run, on 127.0.0.1, 100-byte echo.
 
 python -m tests.bench.rpc [--calls N] [--throughput-calls T] [--concurrency C] [--json]
+                          [--warmup W] [--pin] [--check] [--time-limit S]
 
 Every server runs in its own process (started here, ended by PID with SIGTERM then
 SIGKILL, whatever happens); the clients run in this process:
@@ -15,9 +16,16 @@ SIGKILL, whatever happens); the clients run in this process:
    sequential and from C worker tasks.
 4. mesh, blocking: ``mesh.sync.connect`` to the same echo node, sequential.
 
+Plus one reference row in no ratio: the blocking DEALER against the asyncio server of
+2., what ``mesh.sync`` against a node is without mesh (the floor of the third ratio).
+Latencies under load (the C rows) are per call, from its send to its answer.
+
 Then the ratios that DESIGN.md ("Performance notes") sets as goals. Absolute numbers
 drift by 20% on a shared machine: only the ratios within one run mean much. Exits 0
 whatever the ratios are, unless ``--check`` is given (then 1 when a ratio misses).
+On 2 cores the sequential figures are bimodal run to run (client and server threads
+land on the same core or not); ``--pin`` puts this process on one CPU and every
+server on another, which steadies them (and changes the throughput figures).
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ RECV_TIMEOUT_MS = 10_000
 #: Bound on each asyncio phase, and on a server's start.
 PHASE_TIMEOUT = 60.0
 START_TIMEOUT = 20.0
-#: The whole run (SIGALRM); the smoke test gives the process 110 s.
+#: Default bound on the whole run (SIGALRM); the smoke test gives the process 110 s.
 RUN_LIMIT = 100
 
 
@@ -404,6 +412,7 @@ LABELS = {
     "mesh_async_sequential": "mesh Node.call, sequential",
     "mesh_async_concurrent": "mesh Node.call, C={c} concurrent",
     "mesh_sync_sequential": "mesh.sync Client.call, sequential",
+    "raw_blocking_to_asyncio_sequential": "(ref) raw blocking client, asyncio server, seq",
 }
 
 
@@ -524,6 +533,15 @@ def measure(args: argparse.Namespace) -> dict[str, Figure]:
                 )
             finally:
                 sock.close(linger=0)
+            # A reference, in no ratio: a blocking caller to an asyncio server (what
+            # mesh.sync against a node is, minus mesh), the floor of the third ratio.
+            sock = _blocking_dealer(context, raw_asyncio)
+            try:
+                figures["raw_blocking_to_asyncio_sequential"] = raw_blocking_sequential(
+                    sock, args.calls, args.warmup
+                )
+            finally:
+                sock.close(linger=0)
         finally:
             context.term()
 
@@ -550,6 +568,7 @@ def report(figures: dict[str, Figure], args: argparse.Namespace) -> dict[str, An
             "throughput_calls": args.throughput_calls,
             "concurrency": args.concurrency,
             "warmup": args.warmup,
+            "pinned": args.pin,
             "payload_bytes": PAYLOAD_BYTES,
             "python": sys.version.split()[0],
             "pyzmq": zmq.__version__,
@@ -580,18 +599,18 @@ class _OutOfTime(Exception):
 
 
 def _alarm(signum: int, frame: object) -> None:
-    raise _OutOfTime(f"the benchmark ran longer than {RUN_LIMIT} s")
+    raise _OutOfTime("the benchmark ran out of time (--time-limit)")
 
 
 def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that end servers
 
 
-def positive(kind: type) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+def counted(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
         return value
 
     return parse
@@ -602,12 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench.rpc",
         description="mesh RPC against raw pyzmq in one run (100-byte echo on 127.0.0.1).",
     )
-    parser.add_argument("--calls", type=positive(int), default=5000, help="sequential calls")
+    parser.add_argument("--calls", type=counted(1), default=5000, help="sequential calls")
     parser.add_argument(
-        "--throughput-calls", type=positive(int), default=20000, help="calls per throughput run"
+        "--throughput-calls", type=counted(1), default=20000, help="calls per throughput run"
     )
-    parser.add_argument("--concurrency", type=positive(int), default=100, help="calls in flight")
-    parser.add_argument("--warmup", type=positive(int), default=500, help="warm-up calls each")
+    parser.add_argument("--concurrency", type=counted(1), default=100, help="calls in flight")
+    parser.add_argument("--warmup", type=counted(0), default=500, help="warm-up calls each")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--pin",
@@ -616,11 +635,14 @@ def main(argv: list[str] | None = None) -> int:
         help="pin this process to one CPU and every server to another",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio misses")
+    parser.add_argument(
+        "--time-limit", type=counted(1), default=RUN_LIMIT, help="seconds for the whole run"
+    )
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(RUN_LIMIT)
+    signal.alarm(args.time_limit)
     try:
         figures = measure(args)
     finally:
