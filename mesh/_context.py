@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ class CallContext:
     attempt: int
     #: ``time.monotonic()`` at which the caller stops waiting, or None.
     deadline: float | None
-    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag: set on the loop, read from worker threads (atomic under the GIL).
+    _cancelled: bool = field(default=False, repr=False)
 
     @property
     def remaining(self) -> float | None:
@@ -39,10 +39,10 @@ class CallContext:
     @property
     def cancelled(self) -> bool:
         """True once the caller gave up (cancel or deadline): a sync handler may stop early."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
 
 _current: ContextVar[CallContext | None] = ContextVar("mesh_current_call", default=None)

@@ -10,6 +10,7 @@ slot busy until they return; ``current_call().cancelled`` tells them to stop).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
@@ -49,31 +50,46 @@ class Credit:
 
 
 class _Limiter:
-    """``concurrency`` calls run at once; ``queue`` more may wait; the rest are refused."""
+    """``concurrency`` calls run at once; ``queue`` more wait in order; the rest are refused.
 
-    __slots__ = ("_queue", "_semaphore", "_waiting")
+    A counter and a FIFO of futures: cheaper than asyncio.Semaphore on the hot path,
+    where a slot is free and nothing needs to wait.
+    """
+
+    __slots__ = ("_concurrency", "_queue", "_running", "_waiters")
 
     def __init__(self, concurrency: int, queue: int) -> None:
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._queue = queue
-        self._waiting = 0
+        self._running = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def full(self) -> bool:
-        return self._semaphore.locked() and self._waiting >= self._queue
+        return self._running >= self._concurrency and len(self._waiters) >= self._queue
 
-    async def __aenter__(self) -> None:
-        if self._semaphore.locked():
-            self._waiting += 1
-            try:
-                await self._semaphore.acquire()
-            finally:
-                self._waiting -= 1
-        else:
-            await self._semaphore.acquire()
+    async def acquire(self) -> None:
+        if self._running < self._concurrency and not self._waiters:
+            self._running += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # release() hands its slot over: _running stays counted
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # got the slot just as it was cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._semaphore.release()
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._running -= 1
 
 
 class Dispatcher:
@@ -184,8 +200,12 @@ class Dispatcher:
         error: str | None = None
         timeout = asyncio.timeout_at(context.deadline)
         try:
-            async with timeout, limiter:
-                return await run()
+            async with timeout:
+                await limiter.acquire()
+                try:
+                    return await run()
+                finally:
+                    limiter.release()
         except TimeoutError:
             if not timeout.expired():
                 error = "TimeoutError"

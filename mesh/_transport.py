@@ -47,6 +47,14 @@ __all__ = [
 
 log = logging.getLogger("mesh.transport")
 
+# Plain ints: pyzmq's enum flags cost an enum operation per use (5 per call, measured).
+_EVENTS: Final = int(zmq.EVENTS)
+_RCVMORE: Final = int(zmq.RCVMORE)
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_NOBLOCK_MORE: Final = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+_POLLIN: Final = int(zmq.POLLIN)
+_POLLOUT: Final = int(zmq.POLLOUT)
+
 #: Most messages read from one socket before yielding to the event loop.
 READ_BATCH: Final = 256
 
@@ -138,7 +146,7 @@ class Pump:
             # Fast path: hand the frames to libzmq now, from the caller (same thread, so
             # safe); nothing waits for a loop turn.
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK)
+                _send(self.sock, frames)
             except zmq.Again:
                 pass  # full or not connected: queue it; the pump retries or drops
             except zmq.ZMQError as exc:
@@ -149,7 +157,7 @@ class Pump:
                 self.bytes_out += sum(map(len, frames))
                 # Reading EVENTS inside the send resets the fd's edge: if a message is
                 # waiting, the fd will not say so again, so service the socket soon.
-                if cast(int, self.sock.events) & zmq.POLLIN:
+                if self._events() & _POLLIN:
                     self._soon()
                 return
         self._outbox.append((frames, time.monotonic() + self._send_timeout))
@@ -186,6 +194,10 @@ class Pump:
 
     # servicing, from loop callbacks
 
+    def _events(self) -> int:
+        # sock.get() directly: the ``sock.events`` attribute costs 3x as much (measured)
+        return cast(int, self.sock.get(_EVENTS))
+
     def _soon(self) -> None:
         if not self._scheduled and self._loop is not None and not self._closed:
             self._scheduled = True
@@ -196,8 +208,8 @@ class Pump:
         self._scheduled = False
         if self._closed:
             return
-        events = cast(int, self.sock.events)
-        more = bool(events & zmq.POLLIN) and self._read_batch()
+        events = self._events()
+        more = bool(events & _POLLIN) and self._read_batch()
         if self._outbox and not self._closed:
             self._write_ready()
         if self._closed:
@@ -205,8 +217,8 @@ class Pump:
         # Reading EVENTS (here or in a send) processes libzmq's pending commands and
         # resets the fd, so a message or a newly attached pipe (POLLOUT for a waiting
         # DEALER) would otherwise wake no one: recheck before going back to the fd.
-        events = cast(int, self.sock.events)
-        if more or events & zmq.POLLIN or (self._outbox and events & zmq.POLLOUT):
+        events = self._events()
+        if more or events & _POLLIN or (self._outbox and events & _POLLOUT):
             self._soon()  # a full batch: let timers and other sockets run first
         elif self._outbox:  # blocked on a full or unconnected pipe: retry at its expiry
             if self._timer is not None:
@@ -220,7 +232,7 @@ class Pump:
         handler = self._on_message
         for _ in range(READ_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = _recv(sock)
             except zmq.Again:
                 return False
             self.messages_in += 1
@@ -240,7 +252,7 @@ class Pump:
         while outbox:
             frames, expires = outbox[0]
             try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
+                _send(sock, frames)
             except zmq.Again:
                 if self._wait_when_full and time.monotonic() < expires:
                     return
@@ -452,6 +464,22 @@ class Transport:
         last = sock.getsockopt(zmq.LAST_ENDPOINT)
         assert isinstance(last, bytes)
         return int(last.rsplit(b":", 1)[1])
+
+
+def _send(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """send_multipart without blocking, with int flags. ROUTER and DEALER take a message
+    whole or not at all, so only the first frame can raise zmq.Again."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
+
+
+def _recv(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """recv_multipart without blocking, with int flags."""
+    frames = [sock.recv(_NOBLOCK)]
+    while sock.get(_RCVMORE):
+        frames.append(sock.recv(_NOBLOCK))
+    return frames
 
 
 def _counters(pump: Pump) -> tuple[int, int, int, int, int]:

@@ -321,6 +321,21 @@ _KIND_OF: dict[type[Any], Kind] = {cls: Kind(kind) for kind, (cls, _) in _SPECS.
 _PAYLOAD_FIELDS: Final = frozenset({"args", "kwargs", "result", "item", "data", "services"})
 
 
+#: Per kind, for encoding: (field, check, carries user values).
+_ENCODE: dict[int, tuple[tuple[str, _Check, bool], ...]] = {
+    kind: tuple((name, check, name in _PAYLOAD_FIELDS) for name, check, _ in spec)
+    for kind, (_, spec) in _SPECS.items()
+}
+#: Per kind, for decoding: (class, (field, check, carries user values, default), required).
+_DECODE: dict[int, tuple[type[Any], tuple[tuple[str, _Check, bool, Any], ...], int]] = {
+    kind: (
+        cls,
+        tuple((name, check, name in _PAYLOAD_FIELDS, default) for name, check, default in spec),
+        sum(1 for _, _, default in spec if default is _REQUIRED),
+    )
+    for kind, (cls, spec) in _SPECS.items()
+}
+
 # -- extension types ------------------------------------------------------------------------
 
 T = TypeVar("T")
@@ -420,11 +435,12 @@ _SCALAR_CLASSES: Final = (str, int, float, type(None), *_BINARY)
 class Codec:
     """Encodes and decodes messages within ``limits``. Not thread-safe; one per node."""
 
-    __slots__ = ("_limits", "_types", "_unpack_options")
+    __slots__ = ("_limits", "_packer", "_types", "_unpack_options")
 
     def __init__(self, limits: Limits | None = None, types: TypeRegistry | None = None) -> None:
         self._limits = limits or Limits()
         self._types = types or default_types
+        self._packer = msgpack.Packer(use_bin_type=True, datetime=True, default=self._types.pack)
         size = self._limits.max_message_size
         self._unpack_options: dict[str, Any] = dict(
             raw=False,
@@ -458,22 +474,21 @@ class Codec:
         return [topic, self._pack(Kind.EVENT, event, version)]
 
     def _pack(self, kind: Kind, message: Any, version: int) -> bytes:
-        _, spec = _SPECS[kind]
         frame: list[Any] = [version, int(kind)]
-        for name, check, _default in spec:
+        append = frame.append
+        for name, check, payload in _ENCODE[kind]:
             value = getattr(message, name)
-            if name in _PAYLOAD_FIELDS:
-                self._check_value(value, name)
             if not check(value):
                 raise ProtocolError(f"{kind.name}.{name}: invalid value {value!r:.80}")
-            frame.append(value)
+            if payload and type(value) not in _SCALARS:
+                self._check_value(value, name)
+            append(value)
         try:
-            data: bytes = msgpack.packb(
-                frame, use_bin_type=True, datetime=True, default=self._types.pack
-            )
+            data: bytes = self._packer.pack(frame)
         except ProtocolError:
             raise
         except (OverflowError, ValueError, TypeError) as exc:
+            self._packer.reset()  # drop whatever the failed pack left behind
             raise ProtocolError(f"{kind.name}: cannot encode: {exc}") from exc
         if len(data) > self._limits.max_message_size:
             raise ProtocolError(
@@ -484,8 +499,15 @@ class Codec:
 
     def _check_value(self, value: Any, where: str) -> None:
         """Refuse what a peer would refuse: depth, sizes, key and value types."""
-        if type(value) in _SCALARS:
+        kind = type(value)
+        if kind in _SCALARS or (kind is dict and not value):
             return
+        if (kind is list or kind is tuple) and len(value) <= self._limits.max_collection:
+            for child in value:  # the common case: a flat list of plain values
+                if type(child) not in _SCALARS:
+                    break
+            else:
+                return
         max_depth = self._limits.max_depth
         max_items = self._limits.max_collection
         types = self._types
@@ -586,28 +608,33 @@ class Codec:
             raise
 
     def _build(self, kind: int, values: list[Any]) -> Any:
-        cls, spec = _SPECS[kind]
-        args: list[Any] = []
-        for i, (name, check, default) in enumerate(spec):
-            if i < len(values):
-                value = values[i]
-                if not check(value):
-                    raise ProtocolError(
-                        f"{Kind(kind).name}.{name}: invalid value of type {type(value).__name__}"
-                    )
-                if name in _PAYLOAD_FIELDS:
-                    self._check_decoded(value, name)
-                args.append(value)
-            elif default is _REQUIRED:
-                raise ProtocolError(f"{Kind(kind).name}: missing field {name}")
-            else:
-                args.append(default.copy() if isinstance(default, dict | list) else default)
+        cls, spec, required = _DECODE[kind]
+        if len(values) < required:
+            raise ProtocolError(f"{Kind(kind).name}: missing field {spec[len(values)][0]}")
+        # zip stops at the shorter: trailing fields a newer peer added are ignored
+        for value, (name, check, payload, _) in zip(values, spec, strict=False):
+            if not check(value):
+                raise ProtocolError(
+                    f"{Kind(kind).name}.{name}: invalid value of type {type(value).__name__}"
+                )
+            if payload and type(value) not in _SCALARS:
+                self._check_decoded(value, name)
+        args = values[: len(spec)]
+        for _, _, _, default in spec[len(args) :]:  # fields an older peer did not send
+            args.append(default.copy() if isinstance(default, dict | list) else default)
         return cls(*args)
 
     def _check_decoded(self, value: Any, where: str) -> None:
         """Depth and key checks on a decoded value, without recursion."""
-        if type(value) in _SCALARS:
+        kind = type(value)
+        if kind in _SCALARS or (kind is dict and not value):
             return
+        if kind is list:
+            for child in value:  # the common case: a flat list of plain values
+                if type(child) is list or type(child) is dict:
+                    break
+            else:
+                return
         max_depth = self._limits.max_depth
         stack: list[tuple[Any, int]] = [(value, 1)]
         while stack:
