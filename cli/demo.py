@@ -1,4 +1,4 @@
-"""``meshctl demo``: a small mesh of node processes on loopback, listed, then stopped."""
+"""``meshctl demo``: a small mesh of node processes on loopback: listed, called, stopped."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import click
 import mesh
 
 READY_TIMEOUT = 20.0
+#: The node programs the demo runs, in order; more nodes than these run nodes.plain.
+PROGRAMS = ("nodes.calc", "nodes.echo")
 
 
 @click.command()
@@ -26,37 +28,39 @@ READY_TIMEOUT = 20.0
     default=3,
     show_default=True,
     type=click.IntRange(1, 20),
-    help="How many node processes to start.",
+    help="How many node processes to start (calc, echo, then plain ones).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def demo(count: int, as_json: bool) -> None:
-    """Start a mesh of node processes on 127.0.0.1, list it, and stop it cleanly.
+    """Start a mesh of node processes on 127.0.0.1, list it, call it, stop it cleanly.
 
-    The nodes run `python -m nodes.plain` under a mesh name of their own, so
-    the demo never mixes with another mesh. Each node after the first joins
-    through the first one as its seed.
+    The nodes run under a mesh name of their own, so the demo never mixes with
+    another mesh; each node after the first joins through the first as its seed.
     """
     mesh_name = f"demo-{secrets.token_hex(3)}"
     procs: list[subprocess.Popen[str]] = []
     try:
-        readies = [_start(procs, mesh_name, "demo-1", seeds="")]
-        for i in range(2, count + 1):
-            readies.append(_start(procs, mesh_name, f"demo-{i}", seeds=readies[0]["address"]))
+        readies: list[dict[str, Any]] = []
+        for i in range(count):
+            program = PROGRAMS[i] if i < len(PROGRAMS) else "nodes.plain"
+            seeds = readies[0]["address"] if readies else ""
+            readies.append(_start(procs, program, mesh_name, f"demo-{i + 1}", seeds))
         for proc in procs[1:]:
             joined = _read_json(proc)
             if joined.get("event") != "connected":
                 raise click.ClickException(f"a node could not join: {joined.get('error')}")
-        listing = asyncio.run(_list(mesh_name, [r["address"] for r in readies]))
-        _print(listing, mesh_name, as_json)
+        result = asyncio.run(_tour(mesh_name, [r["address"] for r in readies]))
     finally:
         codes = _stop(procs)
     if any(code != 0 for code in codes):
         raise click.ClickException(f"nodes exited with {codes}")
-    if not as_json:
-        click.echo(f"all {len(codes)} nodes left cleanly (exit 0 after SIGTERM)")
+    result["left_cleanly"] = len(codes)
+    _print(result, as_json)
 
 
-def _start(procs: list[subprocess.Popen[str]], mesh_name: str, name: str, seeds: str) -> Any:
+def _start(
+    procs: list[subprocess.Popen[str]], program: str, mesh_name: str, name: str, seeds: str
+) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env.update(
         MESH_NAME=mesh_name,
@@ -66,7 +70,7 @@ def _start(procs: list[subprocess.Popen[str]], mesh_name: str, name: str, seeds:
         MESH_SEEDS=seeds,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nodes.plain"],
+        [sys.executable, "-m", program],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -91,38 +95,85 @@ def _read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
     raise click.ClickException(f"node process {proc.pid} said nothing in {READY_TIMEOUT} s")
 
 
-async def _list(mesh_name: str, addresses: list[str]) -> list[dict[str, Any]]:
-    """Introduce a short-lived client node to every node and collect who they are."""
-    rows = []
-    async with mesh.Node(mesh.Config(name="meshctl", mesh=mesh_name, profile="local")) as me:
+async def _tour(mesh_name: str, addresses: list[str]) -> dict[str, Any]:
+    """Join as a short-lived client node: list the nodes, make some calls, read a stream."""
+    config = mesh.Config(name="meshctl", mesh=mesh_name, profile="local")
+    async with mesh.Node(config) as me:
+        nodes: list[dict[str, Any]] = []
+        offered: set[str] = set()
         for address in addresses:
             started = time.perf_counter()
             peer = await me.connect(address)
-            rows.append(
+            nodes.append(
                 {
                     "id": peer.id,
                     "name": peer.name,
                     "address": address,
                     "protocol": peer.version,
-                    "handshake_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "services": dict(peer.services),
+                    "handshake_ms": _ms(started),
                 }
             )
-    return rows
+            offered.update(peer.services)
+        calls = []
+        if "calc" in offered:
+            calls += [
+                await _call(me, "calc.add", 2, 3),
+                await _call(me, "calc.mul", 6, 7),
+                await _call(me, "calc.div", 1, 0),
+                await _call(me, "calc.slow", 5, timeout=0.2),
+            ]
+        if "echo" in offered:
+            calls.append(await _call(me, "echo.say", "hello, mesh"))
+        stream = None
+        if "calc" in offered:
+            async with me.stream("calc.count", 5) as items:
+                stream = {"target": "calc.count", "args": [5], "items": [x async for x in items]}
+    return {"mesh": mesh_name, "nodes": nodes, "calls": calls, "stream": stream}
 
 
-def _print(rows: list[dict[str, Any]], mesh_name: str, as_json: bool) -> None:
+async def _call(node: mesh.Node, target: str, *args: Any, timeout: float = 5.0) -> dict[str, Any]:
+    started = time.perf_counter()
+    row: dict[str, Any] = {"target": target, "args": list(args)}
+    try:
+        row["result"] = await node.call(target, *args, timeout=timeout)
+    except mesh.MeshError as exc:
+        row["error"] = {"type": type(exc).__name__, "message": str(exc)}
+    row["ms"] = _ms(started)
+    return row
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({"mesh": mesh_name, "nodes": rows}))
+        click.echo(json.dumps(result))
         return
-    click.echo(f"mesh {mesh_name}: {len(rows)} nodes\n")
-    header = f"{'NAME':<10} {'ID':<14} {'ADDRESS':<24} {'PROTOCOL':>8} {'HANDSHAKE':>10}"
-    click.echo(header)
-    for row in rows:
+    nodes = result["nodes"]
+    click.echo(f"mesh {result['mesh']}: {len(nodes)} nodes\n")
+    click.echo(f"{'NAME':<8} {'ID':<14} {'ADDRESS':<24} {'SERVICES':<18} {'HANDSHAKE':>9}")
+    for n in nodes:
+        services = ", ".join(f"{k}@{v}" for k, v in n["services"].items()) or "-"
         click.echo(
-            f"{row['name']:<10} {row['id'][:12]:<14} {row['address']:<24} "
-            f"{row['protocol']:>8} {row['handshake_ms']:>8.2f}ms"
+            f"{n['name']:<8} {n['id'][:12]:<14} {n['address']:<24} {services:<18} "
+            f"{n['handshake_ms']:>7.2f}ms"
         )
-    click.echo()
+    if result["calls"]:
+        click.echo("\ncalls:")
+        for c in result["calls"]:
+            args = ", ".join(repr(a) for a in c["args"])
+            if "error" in c:
+                outcome = f"-> {c['error']['type']}: {c['error']['message']}"
+            else:
+                outcome = f"= {c['result']!r}"
+            click.echo(f"  {c['target']}({args}) {outcome}   [{c['ms']:.2f} ms]")
+    if result["stream"]:
+        s = result["stream"]
+        items = " ".join(str(x) for x in s["items"])
+        click.echo(f"\nstream {s['target']}({', '.join(map(str, s['args']))}): {items}")
+    click.echo(f"\nall {result['left_cleanly']} nodes left cleanly (exit 0 after SIGTERM)")
 
 
 def _stop(procs: list[subprocess.Popen[str]]) -> list[int]:

@@ -29,6 +29,14 @@ def test_demo_starts_lists_and_stops_a_local_mesh() -> None:
     assert len({n["id"] for n in nodes}) == 3
     assert all(n["address"].startswith("tcp://127.0.0.1:") for n in nodes)
     assert all(n["protocol"] == 1 for n in nodes)
+    assert [n["services"] for n in nodes] == [{"calc": "1.0.0"}, {"echo": "0.0.0"}, {}]
+    calls = {c["target"]: c for c in listing["calls"]}
+    assert calls["calc.add"]["result"] == 5
+    assert calls["echo.say"]["result"] == "hello, mesh"
+    assert calls["calc.div"]["error"]["type"] == "RemoteError"
+    assert calls["calc.slow"]["error"]["type"] == "CallTimeout"
+    assert listing["stream"]["items"] == [0, 1, 2, 3, 4]
+    assert listing["left_cleanly"] == 3
 
 
 @pytest.mark.timeout(60)
@@ -39,4 +47,6 @@ def test_demo_table_for_people() -> None:
     assert result.returncode == 0, result.stderr
     assert "NAME" in result.stdout
     assert "demo-2" in result.stdout
+    assert "calc.add(2, 3) = 5" in result.stdout
+    assert "stream calc.count(5): 0 1 2 3 4" in result.stdout
     assert "all 2 nodes left cleanly" in result.stdout
