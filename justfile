@@ -14,9 +14,9 @@ lint:
     ruff check .
     mypy
 
-# benchmarks against raw pyzmq (comes with the RPC issue)
-bench:
-    @echo "not yet: benchmarks arrive with RPC calls (issue 3)"
+# benchmarks: mesh against raw pyzmq in the same run, as ratios (docs/performance.md)
+bench *args:
+    python -m tests.bench.rpc {{args}}
 
 # a local demo mesh and its listing
 demo:
