@@ -67,7 +67,7 @@ class Stream:
         target: str,
         window: int,
         timeout: float | None,
-        grant: Callable[[int], None],
+        grant: Callable[[int], object],
         cancel: Callable[[], None],
     ) -> None:
         self.target = target
@@ -150,6 +150,8 @@ class Outgoing:
         self._codec = codec
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        #: Answers that matched no call of their connection (late, forged, misrouted).
+        self.dropped_answers = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -240,7 +242,8 @@ class Outgoing:
         call_id = message.call_id if not isinstance(message, Error) else message.ref
         pending = self._pending.get(call_id)
         if pending is None or pending.connection is not connection:
-            return  # late (timed out, cancelled) or not ours: drop it
+            self.dropped_answers += 1  # late (timed out, cancelled), forged or misrouted
+            return
         is_stream = pending.stream is not None
         if isinstance(message, StreamItem) and is_stream:
             assert pending.stream is not None

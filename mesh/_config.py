@@ -130,6 +130,12 @@ class Limits:
     #: ZeroMQ high-water marks (messages) for RPC and PUB sockets.
     send_hwm: int = 100_000
     recv_hwm: int = 100_000
+    #: Calls one peer may have running on this node at once; more are refused
+    #: with the retryable Overloaded.
+    max_calls_per_peer: int = 1_000
+    #: Stream items a caller may have granted and not yet received; grants beyond it
+    #: are capped (and counted).
+    max_stream_credit: int = 1_024
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -307,4 +313,5 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_SECRET_FILE": ("secret_file", str),
     "MESH_KEYS_DIR": ("keys_dir", str),
     "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),
+    "MESH_MAX_CALLS_PER_PEER": ("limits.max_calls_per_peer", _int),
 }

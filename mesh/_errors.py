@@ -7,7 +7,8 @@
     │   └── ConnectError          the handshake with a peer did not succeed
     │       ├── ConnectTimeout    no answer in time (also a TimeoutError)
     │       ├── WrongMesh         the peer belongs to another mesh
-    │       └── IncompatibleVersion  no protocol version in common
+    │       ├── IncompatibleVersion  no protocol version in common
+    │       └── AuthenticationFailed  the CURVE handshake failed (keys, secret)
     └── CallError                 a call did not return a result
         ├── CallTimeout           its deadline passed (also a TimeoutError)
         ├── NoProvider            nobody offers the service
@@ -27,6 +28,7 @@ import traceback as _traceback
 from typing import Any
 
 __all__ = [
+    "AuthenticationFailed",
     "CallError",
     "CallTimeout",
     "ConfigError",
@@ -100,6 +102,12 @@ class IncompatibleVersion(ConnectError, ProtocolError):
     """The two sides have no protocol version in common."""
 
     code = "incompatible_version"
+
+
+class AuthenticationFailed(ConnectError):
+    """The CURVE security handshake failed: wrong secret, key not admitted, wrong peer key."""
+
+    code = "auth_failed"
 
 
 class CallError(MeshError):
@@ -193,6 +201,7 @@ _BY_CODE: dict[str, type[MeshError]] = {
         ConnectTimeout,
         WrongMesh,
         IncompatibleVersion,
+        AuthenticationFailed,
         CallError,
         CallTimeout,
         NoProvider,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ._errors import ConnectError, IncompatibleVersion, WrongMesh
+from ._keys import decode_key
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN, Error, Hello, Message, Welcome, negotiate
 
 __all__ = ["ADDRESS", "PeerInfo", "accept_welcome", "hello", "refuse_hello"]
@@ -40,9 +41,31 @@ class PeerInfo:
     public_key: bytes | None = None
 
 
-def hello(ref: int, node_id: str, name: str, mesh: str, services: dict[str, str]) -> Hello:
+def hello(
+    ref: int,
+    node_id: str,
+    name: str,
+    mesh: str,
+    services: dict[str, str],
+    public_key: bytes | None = None,
+) -> Hello:
     """The HELLO this implementation sends."""
-    return Hello(ref, node_id, name, mesh, PROTOCOL_MIN, PROTOCOL_MAX, services)
+    return Hello(ref, node_id, name, mesh, PROTOCOL_MIN, PROTOCOL_MAX, services, public_key)
+
+
+def parse_address(address: object) -> tuple[str, bytes | None]:
+    """``tcp://host:port[#KEY]`` -> the ZeroMQ endpoint and the peer's public key (or None)."""
+    if not isinstance(address, str):
+        raise ConnectError(f"{address!r} is not a tcp://host:port address")
+    endpoint, _, key_text = address.partition("#")
+    if not ADDRESS.fullmatch(endpoint):
+        raise ConnectError(f"{address!r} is not a tcp://host:port address", address=address)
+    if not key_text:
+        return endpoint, None
+    try:
+        return endpoint, decode_key(key_text)
+    except ValueError as exc:
+        raise ConnectError(f"{address!r}: {exc}", address=address) from None
 
 
 def accept_welcome(answer: Message, address: str, mesh: str) -> PeerInfo:

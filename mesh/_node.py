@@ -23,18 +23,22 @@ from ._client import Connection, Outgoing, Stream
 from ._config import Config
 from ._context import CallContext
 from ._errors import (
+    AuthenticationFailed,
     CallError,
     ConnectError,
     ConnectTimeout,
     MeshError,
     NoProvider,
+    Overloaded,
     ProtocolError,
     RemoteError,
     TransportError,
     Unavailable,
     error_to_wire,
 )
-from ._handshake import ADDRESS, PeerInfo, accept_welcome, hello, refuse_hello
+from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
+from ._keys import encode_key
+from ._security import Security
 from ._server import Credit, Dispatcher
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import ProcessStatistics, ServiceStatistics, process_statistics
@@ -87,6 +91,12 @@ class NodeStatistics:
     abandoned_workers: int
     #: Calls this node made that wait for an answer.
     calls_outstanding: int
+    #: Answers that matched no call of their connection (late, forged or misrouted).
+    dropped_answers: int
+    #: Peers that went over a limit (calls per peer, stream credit): refused or capped.
+    limit_violations: int
+    #: CURVE handshakes that ZAP refused (a key not admitted).
+    security_refused: int
     #: Per service (offered by this node) and method.
     services: Mapping[str, ServiceStatistics]
     process: ProcessStatistics
@@ -118,6 +128,11 @@ class Node:
         self.id: str = secrets.token_hex(16)
         self._id_bytes = bytes.fromhex(self.id)
         self._codec = Codec(self.config.limits)
+        self._security = (
+            Security(secret_file=self.config.secret_file, keys_dir=self.config.keys_dir)
+            if self.config.secret_file is not None or self.config.keys_dir is not None
+            else None
+        )
         self._transport: Transport | None = None
         self._router: Pump | None = None
         self._pub: Pump | None = None
@@ -138,6 +153,8 @@ class Node:
         self._outgoing = Outgoing(self._codec)
         # Calls this node is handling for peers: (routing id, call id) -> its task.
         self._serving: dict[tuple[bytes, int], _Serving] = {}
+        self._calls_by_peer: dict[bytes, int] = {}
+        self._limit_violations = 0
         self._protocol_errors = 0
         self._handshakes_refused = 0
         self._transport_handshake_failures = 0
@@ -157,9 +174,20 @@ class Node:
 
     @property
     def address(self) -> str:
-        """``tcp://host:port`` of the RPC socket (after start)."""
+        """``tcp://host:port`` of the RPC socket (after start); with per-node keys
+        ``tcp://host:port#KEY``, the form callers need."""
         self._require_started()
-        return f"tcp://{self.config.advertised_host}:{self._port}"
+        address = f"tcp://{self.config.advertised_host}:{self._port}"
+        if self._security is not None and self._security.needs_peer_key:
+            address += "#" + encode_key(self._security.server_key)
+        return address
+
+    @property
+    def public_key(self) -> bytes | None:
+        """This node's CURVE public key (raw 32 bytes) with per-node keys, else None."""
+        if self._security is None or not self._security.needs_peer_key:
+            return None
+        return self._security.public_key
 
     @property
     def pub_address(self) -> str:
@@ -193,6 +221,9 @@ class Node:
             calls_in_flight=len(self._serving),
             abandoned_workers=self._dispatcher.abandoned,
             calls_outstanding=len(self._outgoing),
+            dropped_answers=self._outgoing.dropped_answers,
+            limit_violations=self._limit_violations,
+            security_refused=self._security.refused if self._security else 0,
             services=MappingProxyType(self._dispatcher.statistics()),
             process=process_statistics(),
         )
@@ -204,7 +235,7 @@ class Node:
         if self._transport is not None:
             raise MeshError("node already started")
         self.config.advertised_host  # noqa: B018  (fail early on a wildcard host)
-        self._transport = Transport(self.config.limits)
+        self._transport = Transport(self.config.limits, self._security)
         try:
             self._router, self._port = self._transport.router(
                 self.config.host,
@@ -453,6 +484,19 @@ class Node:
             self._reply(routing_id, Error(call.call_id, exc.code, str(exc)))
             return
         key = (routing_id, call.call_id)
+        limit = self.config.limits.max_calls_per_peer
+        if self._calls_by_peer.get(routing_id, 0) >= limit:
+            self._limit_violations += 1
+            self._reply(
+                routing_id,
+                Error(
+                    call.call_id,
+                    Overloaded.code,
+                    f"{limit} calls from this caller are running on node {self.name!r} "
+                    "(limits.max_calls_per_peer); try again later",
+                ),
+            )
+            return
         if key in self._serving:
             # Answering would settle the caller's first call with it: count and drop.
             self._protocol_errors += 1
@@ -463,12 +507,25 @@ class Node:
         context = CallContext(
             spec.service, spec.name, call.call_id, session.id, call.trace_id, call.attempt, deadline
         )
-        credit = Credit(call.credit) if spec.is_stream else None
+        max_credit = self.config.limits.max_stream_credit
+        if call.credit > max_credit:
+            self._limit_violations += 1
+        credit = Credit(call.credit, max_credit) if spec.is_stream else None
         task = asyncio.get_running_loop().create_task(
             self._run_call(routing_id, call, spec, context, credit)
         )
         self._serving[key] = _Serving(task, context, credit)
-        task.add_done_callback(lambda _: self._serving.pop(key, None))
+        self._calls_by_peer[routing_id] = self._calls_by_peer.get(routing_id, 0) + 1
+        task.add_done_callback(lambda _: self._served(key))
+
+    def _served(self, key: tuple[bytes, int]) -> None:
+        self._serving.pop(key, None)
+        routing_id = key[0]
+        left = self._calls_by_peer[routing_id] - 1
+        if left:
+            self._calls_by_peer[routing_id] = left
+        else:
+            del self._calls_by_peer[routing_id]
 
     def _abandon(self, key: tuple[bytes, int]) -> None:
         """The caller no longer wants this call: stop it, answer nothing."""
@@ -551,8 +608,7 @@ class Node:
         """
         self._require_started()
         assert self._transport is not None
-        if not isinstance(address, str) or not ADDRESS.fullmatch(address):
-            raise ConnectError(f"{address!r} is not a tcp://host:port address", address=address)
+        endpoint, peer_key = parse_address(address)
         timeout = self.config.timings.connect_timeout if timeout is None else timeout
         old = self._connections.pop(address, None)
         if old is not None:  # a fresh DEALER: never reuse one that may hold stale messages
@@ -561,10 +617,11 @@ class Node:
         ref = next(self._refs)
         # The handlers run later, on the pump's task, once `connection` exists.
         pump = self._transport.dealer(
-            address,
+            endpoint,
             routing_id,
             lambda frames: self._on_dealer_frames(connection, frames),
             send_timeout=timeout,
+            peer_key=peer_key,
             on_event=lambda event: self._on_monitor_event(connection, event),
         )
         connection = Connection(pump, address)
@@ -593,7 +650,7 @@ class Node:
         return peer
 
     def _hello(self, ref: int) -> Hello:
-        return hello(ref, self.id, self.name, self.mesh, self._services.versions())
+        return hello(ref, self.id, self.name, self.mesh, self._services.versions(), self.public_key)
 
     def _accept_welcome(self, answer: Message, address: str) -> PeerInfo:
         return accept_welcome(answer, address, self.mesh)
@@ -625,6 +682,16 @@ class Node:
         if event.kind.startswith("handshake_failed"):
             self._transport_handshake_failures += 1
             log.warning("%s: socket handshake failed (%s)", connection.address, event.kind)
+            # Fail a waiting connect now: libzmq would only retry, and fail again.
+            for pending_connection, future in self._pending.values():
+                if pending_connection is connection and not future.done():
+                    future.set_exception(
+                        AuthenticationFailed(
+                            f"the security handshake with {connection.address} failed: "
+                            f"{_explain(event)}; does it belong to this mesh, with these keys?",
+                            address=connection.address,
+                        )
+                    )
 
     # -- handshake: the listener's side -----------------------------------------------------
 
@@ -662,8 +729,12 @@ class Node:
             self._abandon((routing_id, message.call_id))
         elif isinstance(message, WireCredit):
             serving = self._serving.get((routing_id, message.call_id))
-            if serving is not None and serving.credit is not None:
-                serving.credit.add(message.n)
+            if (
+                serving is not None
+                and serving.credit is not None
+                and not serving.credit.add(message.n)
+            ):
+                self._limit_violations += 1
         # Anything else (REPLY, STREAM_ITEM, ...) has no meaning on a ROUTER: ignored.
 
     def _on_hello(self, routing_id: bytes, hello: Hello) -> None:
@@ -694,6 +765,7 @@ class Node:
                 max_version=PROTOCOL_MAX,
                 version=version,
                 services=self._services.versions(),
+                public_key=self.public_key,
             ),
         )
 

@@ -32,15 +32,21 @@ _END: Final = object()
 class Credit:
     """How many stream items the caller can still take (raised by CREDIT messages)."""
 
-    __slots__ = ("_available", "_event")
+    __slots__ = ("_available", "_event", "_limit")
 
-    def __init__(self, initial: int) -> None:
-        self._available = initial
+    def __init__(self, initial: int, limit: int | None = None) -> None:
+        self._limit = limit
+        self._available = initial if limit is None else min(initial, limit)
         self._event = asyncio.Event()
 
-    def add(self, n: int) -> None:
+    def add(self, n: int) -> bool:
+        """Grant ``n`` more items; False if that went over the limit (capped there)."""
         self._available += n
         self._event.set()
+        if self._limit is not None and self._available > self._limit:
+            self._available = self._limit
+            return False
+        return True
 
     async def take(self) -> None:
         while self._available <= 0:

@@ -33,6 +33,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ._config import Limits
 from ._errors import TransportError
+from ._security import Security
 
 __all__ = [
     "BlockingDealer",
@@ -59,8 +60,9 @@ _POLLOUT: Final = int(zmq.POLLOUT)
 READ_BATCH: Final = 256
 
 Role = Literal["router", "dealer", "pub", "sub"]
-#: Called with every new socket and its role before it binds or connects.
-SocketHook = Callable[[zmq.Socket[bytes], Role], None]
+#: Called with every new socket, its role and (for a connecting socket) the public key
+#: expected of the peer, before it binds or connects: where CURVE is applied.
+SocketHook = Callable[[zmq.Socket[bytes], Role, bytes | None], None]
 FrameHandler = Callable[[list[bytes]], None]
 
 _ZMQ_EVENT_NAMES: Final = {
@@ -283,6 +285,7 @@ def make_socket(
     role: Role,
     limits: Limits,
     hook: SocketHook | None,
+    peer_key: bytes | None = None,
 ) -> zmq.Socket[bytes]:
     """The one place sockets are made: common options, then the security hook."""
     sock = context.socket(kind)
@@ -293,17 +296,24 @@ def make_socket(
     # Twice the limit, so a slightly-too-big message still gets a readable error back.
     sock.setsockopt(zmq.MAXMSGSIZE, 2 * limits.max_message_size + 4096)
     if hook is not None:
-        hook(sock, role)
+        try:
+            hook(sock, role, peer_key)
+        except BaseException:
+            sock.close(linger=0)
+            raise
     return sock
 
 
 class Transport:
     """One zmq Context and the sockets of one node."""
 
-    def __init__(self, limits: Limits, socket_hook: SocketHook | None = None) -> None:
+    def __init__(self, limits: Limits, security: Security | None = None) -> None:
         self._limits = limits
-        self._hook = socket_hook
+        self._security = security
+        self._hook: SocketHook | None = security.apply if security is not None else None
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        if security is not None:  # ZAP is per context: one authenticator for all sockets
+            security.start(self._context)
         self._pumps: list[Pump] = []
         # Socket pump -> the pump of its monitor socket (monitors are not in _pumps).
         self._monitors: dict[Pump, Pump] = {}
@@ -314,8 +324,8 @@ class Transport:
     def closed(self) -> bool:
         return self._context.closed
 
-    def _socket(self, kind: int, role: Role) -> zmq.Socket[bytes]:
-        return make_socket(self._context, kind, role, self._limits, self._hook)
+    def _socket(self, kind: int, role: Role, peer_key: bytes | None = None) -> zmq.Socket[bytes]:
+        return make_socket(self._context, kind, role, self._limits, self._hook, peer_key)
 
     def _pump(
         self,
@@ -380,11 +390,13 @@ class Transport:
         on_message: FrameHandler,
         *,
         send_timeout: float,
+        peer_key: bytes | None = None,
         on_event: Callable[[MonitorEvent], None] | None = None,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
     ) -> Pump:
-        """A DEALER connected to ``address``. Use a fresh one after a peer's death."""
-        sock = self._socket(zmq.DEALER, "dealer")
+        """A DEALER connected to ``address`` (``peer_key``: the CURVE key it must have).
+        Use a fresh one after a peer's death."""
+        sock = self._socket(zmq.DEALER, "dealer", peer_key)
         # Queue nothing for a connection that is not up: stale calls must never
         # reach a new process that later binds the same port.
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -448,6 +460,8 @@ class Transport:
         holds for up to ``linger`` seconds (a goodbye, the last replies)."""
         for pump in list(self._pumps):
             await self.close_pump(pump, linger)
+        if self._security is not None:
+            self._security.stop()
         # term() blocks until lingering messages are out: keep the loop free meanwhile.
         await asyncio.to_thread(self._context.term)
 
@@ -515,10 +529,20 @@ class BlockingDealer:
     """
 
     def __init__(
-        self, address: str, routing_id: bytes, limits: Limits, socket_hook: SocketHook | None = None
+        self,
+        address: str,
+        routing_id: bytes,
+        limits: Limits,
+        security: Security | None = None,
+        peer_key: bytes | None = None,
     ) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
-        self._sock = make_socket(self._context, zmq.DEALER, "dealer", limits, socket_hook)
+        hook = security.apply if security is not None else None
+        try:
+            self._sock = make_socket(self._context, zmq.DEALER, "dealer", limits, hook, peer_key)
+        except BaseException:
+            self._context.term()
+            raise
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.setsockopt(zmq.ROUTING_ID, routing_id)
         try:

@@ -19,8 +19,9 @@ from typing import Any, Self
 
 from ._client import DEFAULT_WINDOW, Outgoing
 from ._config import Config
-from ._errors import CallTimeout, ConnectError, ConnectTimeout, ProtocolError, error_from_wire
-from ._handshake import ADDRESS, PeerInfo, accept_welcome, hello
+from ._errors import CallTimeout, ConnectTimeout, ProtocolError, error_from_wire
+from ._handshake import PeerInfo, accept_welcome, hello, parse_address
+from ._security import Security
 from ._transport import BlockingDealer
 from ._wire import (
     Call,
@@ -55,14 +56,18 @@ class Client:
     """Blocking calls to the services of one node. Use :func:`connect` to make one."""
 
     def __init__(self, address: str, config: Config, timeout: float | None = None) -> None:
-        if not isinstance(address, str) or not ADDRESS.fullmatch(address):
-            raise ConnectError(f"{address!r} is not a tcp://host:port address", address=address)
+        endpoint, peer_key = parse_address(address)
         self.config = config
         self.id = secrets.token_hex(16)
         self._codec = Codec(config.limits)
         self._ids = itertools.count(1)
+        security = (
+            Security(secret_file=config.secret_file, keys_dir=config.keys_dir)
+            if config.secret_file is not None or config.keys_dir is not None
+            else None
+        )
         self._dealer = BlockingDealer(
-            address, bytes.fromhex(self.id) + os.urandom(4), config.limits
+            endpoint, bytes.fromhex(self.id) + os.urandom(4), config.limits, security, peer_key
         )
         try:
             self.peer: PeerInfo = self._handshake(

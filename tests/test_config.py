@@ -87,6 +87,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_SECRET_FILE": str(tmp_path / "secret"),
         "MESH_KEYS_DIR": str(tmp_path / "keys"),
         "MESH_MAX_MESSAGE_SIZE": "1048576",
+        "MESH_MAX_CALLS_PER_PEER": "50",
     }
     assert set(env) == set(ENV_VARS)
     config = Config.from_env(env)
@@ -103,7 +104,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         workers=4,
         secret_file=tmp_path / "secret",
         keys_dir=tmp_path / "keys",
-        limits=Limits(max_message_size=1048576),
+        limits=Limits(max_message_size=1048576, max_calls_per_peer=50),
     )
 
 

@@ -53,10 +53,10 @@ def test_package_is_typed() -> None:
     assert (Path(mesh.__file__).parent / "py.typed").exists()
 
 
-def test_only_the_transport_imports_zmq() -> None:
+def test_only_the_transport_and_security_import_zmq() -> None:
     package = Path(mesh.__file__).parent
     importers = sorted(p.name for p in package.glob("*.py") if "import zmq" in p.read_text())
-    assert importers == ["_transport.py"]
+    assert importers == ["_security.py", "_transport.py"]
 
 
 def test_meshctl_is_a_click_group_with_a_version() -> None:
