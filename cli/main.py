@@ -6,6 +6,7 @@ import click
 
 import mesh
 from cli.demo import demo
+from cli.keygen import keygen
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +16,4 @@ def meshctl() -> None:
 
 
 meshctl.add_command(demo)
+meshctl.add_command(keygen)

@@ -5,6 +5,7 @@ from ._client import Stream
 from ._config import ENV_VARS, PROFILES, Config, Limits, Timings
 from ._context import CallContext, current_call
 from ._errors import (
+    AuthenticationFailed,
     CallError,
     CallTimeout,
     ConfigError,
@@ -23,6 +24,7 @@ from ._errors import (
 )
 from ._handshake import PeerInfo
 from ._node import Node, NodeStatistics, Proxy, ProxyMethod
+from ._security import write_keypair, write_secret
 from ._services import MethodSpec, ServiceSpec, method, service, stream
 from ._stats import (
     HistogramSnapshot,
@@ -39,6 +41,7 @@ __all__ = [
     "PROFILES",
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
+    "AuthenticationFailed",
     "CallContext",
     "CallError",
     "CallTimeout",
@@ -78,4 +81,6 @@ __all__ = [
     "service",
     "stream",
     "sync",
+    "write_keypair",
+    "write_secret",
 ]

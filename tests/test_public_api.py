@@ -28,6 +28,9 @@ def test_public_names() -> None:
         "MeshError", "ConfigError", "ProtocolError", "TransportError", "ConnectError",
         "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
         "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
+        "AuthenticationFailed",
+        # security
+        "write_secret", "write_keypair",
         "__version__",
     }  # fmt: skip
     for name in mesh.__all__:
@@ -36,7 +39,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 15
+    assert len(errors) == 16
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)
