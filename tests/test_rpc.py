@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,23 @@ import pytest
 import mesh
 from mesh import Node, current_call, method, service, stream
 from nodes.calc import Calc
+from tests.security import MODES, KeyPool
+
+# Every test here runs three times: without security, with a shared secret, with
+# per-node keys (node addresses then carry the key: tcp://host:port#KEY).
+_keys: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True, params=MODES)
+def security(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    _keys["mode"], _keys["keys"] = request.param, KeyPool(tmp_path)
+    yield request.param
+    _keys.clear()
 
 
 def node(name: str, **kw: Any) -> Node:
-    return Node(mesh.Config(name=name, mesh="test", profile="test"), **kw)
+    settings = _keys["keys"].settings(_keys["mode"]) if _keys else {}
+    return Node(mesh.Config(name=name, mesh="test", profile="test"), **settings, **kw)
 
 
 async def pair(provider: Node, caller: Node, *services: object) -> None:
@@ -429,7 +443,7 @@ async def test_registration_rules() -> None:
             await a.call("calc.add", 1, 2)
 
 
-def test_decorated_methods_stay_plain_methods() -> None:
+def test_decorated_methods_stay_plain_methods(security: str) -> None:
     assert asyncio.run(Calc().add(1, 2)) == 3
     assert Calc().mul(2, 3) == 6
 
