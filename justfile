@@ -14,6 +14,10 @@ lint:
     ruff check .
     mypy
 
+# the codec fuzz tests with 100,000 examples each (CI runs 10,000)
+fuzz:
+    MESH_FUZZ_EXAMPLES=100000 pytest tests/test_wire_fuzz.py -o timeout=0 -q
+
 # benchmarks: mesh against raw pyzmq in the same run, as ratios (docs/performance.md)
 bench *args:
     python -m tests.bench.rpc {{args}}

@@ -145,7 +145,7 @@ def test_depth_limit_both_ways() -> None:
 
 @pytest.mark.parametrize("depth", [200, 1000, 5000, 100_000])
 def test_very_deep_input_is_a_protocol_error_not_a_recursion_error(depth: int) -> None:
-    frame = b"\x93\x01\x04\x01" + b"\x91" * depth + b"\x00"
+    frame = b"\x94\x01\x04\x01" + b"\x91" * depth + b"\x00"
     with pytest.raises(ProtocolError):
         codec.decode(frame)
 

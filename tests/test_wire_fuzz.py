@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from mesh import Limits, ProtocolError
 from mesh._wire import Call, Codec, Error, Kind, Reply, StreamItem
 
-# 10,000 examples in CI (CI=true), fewer on a developer's machine.
-EXAMPLES = 10_000 if os.environ.get("CI", "").lower() in ("1", "true", "yes") else 1_000
+# 10,000 examples in CI (CI=true), 1,000 on a developer's machine, and what
+# MESH_FUZZ_EXAMPLES says when set (`just fuzz` runs 100,000).
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EXAMPLES = int(os.environ.get("MESH_FUZZ_EXAMPLES") or (10_000 if _CI else 1_000))
 
 codec = Codec(Limits(max_depth=16, max_collection=1000, max_message_size=64 * 1024))
 
