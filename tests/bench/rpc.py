@@ -117,7 +117,7 @@ def _before_exec(cpus: set[int] | None) -> Callable[[], None]:
     return prepare
 
 
-def _server_env(mesh_name: str) -> dict[str, str]:
+def _server_env(mesh_name: str, secret: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env.update(
         {
@@ -129,6 +129,8 @@ def _server_env(mesh_name: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if secret is not None:
+        env["MESH_SECRET_FILE"] = str(secret)
     return env
 
 
@@ -412,6 +414,8 @@ LABELS = {
     "mesh_async_sequential": "mesh Node.call, sequential",
     "mesh_async_concurrent": "mesh Node.call, C={c} concurrent",
     "mesh_sync_sequential": "mesh.sync Client.call, sequential",
+    "mesh_curve_sequential": "mesh Node.call with CURVE, sequential",
+    "mesh_curve_concurrent": "mesh Node.call with CURVE, C={c} concurrent",
     "raw_blocking_to_asyncio_sequential": "(ref) raw blocking client, asyncio server, seq",
 }
 
@@ -455,7 +459,12 @@ RATIOS = [
 
 
 async def _async_phases(
-    raw_asyncio_address: str, echo_address: str, mesh_name: str, args: argparse.Namespace
+    raw_asyncio_address: str,
+    echo_address: str,
+    curve_address: str,
+    secret: Path,
+    mesh_name: str,
+    args: argparse.Namespace,
 ) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     context = zmq.asyncio.Context()
@@ -485,6 +494,16 @@ async def _async_phases(
             figures["mesh_async_concurrent"] = await mesh_async_concurrent(
                 node, args.throughput_calls, args.concurrency, args.warmup
             )
+    async with mesh.Node(config.replace(secret_file=secret)) as node:
+        await node.connect(curve_address)
+        async with asyncio.timeout(PHASE_TIMEOUT):
+            figures["mesh_curve_sequential"] = await mesh_async_sequential(
+                node, args.calls, args.warmup
+            )
+        async with asyncio.timeout(PHASE_TIMEOUT):
+            figures["mesh_curve_concurrent"] = await mesh_async_concurrent(
+                node, args.throughput_calls, args.concurrency, args.warmup
+            )
     return figures
 
 
@@ -506,6 +525,7 @@ def measure(args: argparse.Namespace) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     with contextlib.ExitStack() as stack:
         errors = stack.enter_context(tempfile.TemporaryFile())
+        secret = mesh.write_secret(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "s")
         # All servers start before this process makes any zmq context (no threads at fork).
         raw_blocking = stack.enter_context(
             server([*raw, "blocking", "0"], dict(os.environ), errors, server_cpus)
@@ -516,6 +536,14 @@ def measure(args: argparse.Namespace) -> dict[str, Figure]:
         echo = stack.enter_context(
             server(
                 [sys.executable, "-m", "nodes.echo"], _server_env(mesh_name), errors, server_cpus
+            )
+        )
+        curve = stack.enter_context(
+            server(
+                [sys.executable, "-m", "nodes.echo"],
+                _server_env(mesh_name, secret),
+                errors,
+                server_cpus,
             )
         )
         if client_cpus:
@@ -545,7 +573,9 @@ def measure(args: argparse.Namespace) -> dict[str, Figure]:
         finally:
             context.term()
 
-        figures.update(asyncio.run(_async_phases(raw_asyncio, echo, mesh_name, args)))
+        figures.update(
+            asyncio.run(_async_phases(raw_asyncio, echo, curve, secret, mesh_name, args))
+        )
 
         config = mesh.Config(name="bench-sync", mesh=mesh_name, profile="local")
         with mesh.sync.connect(echo, config=config) as client:
@@ -577,6 +607,12 @@ def report(figures: dict[str, Figure], args: argparse.Namespace) -> dict[str, An
         },
         "figures": {key: asdict(value) for key, value in figures.items()},
         "ratios": ratios,
+        "curve_cost": {
+            "p50": figures["mesh_curve_sequential"].p50_us
+            / figures["mesh_async_sequential"].p50_us,
+            "calls_per_s": figures["mesh_curve_concurrent"].calls_per_s
+            / figures["mesh_async_concurrent"].calls_per_s,
+        },
     }
 
 
@@ -592,6 +628,11 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
     for name, r in result["ratios"].items():
         verdict = "PASS" if r["pass"] else "FAIL"
         out(f"{name:<64} {r['value']:>6.2f}  (target {r['target']:<6}) {verdict}")
+    cost = result["curve_cost"]
+    out(
+        f"CURVE cost: call p50 x{cost['p50']:.2f}, calls/s x{cost['calls_per_s']:.2f}"
+        " (with a shared secret, against the same node without)"
+    )
 
 
 class _OutOfTime(Exception):
