@@ -55,7 +55,7 @@ async def _serve(config: Config, setup: Setup | None) -> None:
         }
         print(json.dumps(ready), flush=True)
         for seed in config.seeds:
-            await _introduce(node, seed.partition("#")[0])
+            await _introduce(node, seed)
         await serving
 
 
