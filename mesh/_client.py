@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -178,7 +179,9 @@ class Outgoing:
     ) -> Any:
         """Send a CALL on ``connection`` and wait for its answer until ``deadline``."""
         call_id = next(self._ids)
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        # Rounded up, so the callee's deadline is never before ours: our own timer
+        # decides, and the caller always sees its own CallTimeout.
+        remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:  # an inherited deadline already passed: do not even send
             service, _, method = target.rpartition(".")
             raise CallTimeout(

@@ -140,7 +140,8 @@ class Node:
         self._pub_port = 0
         self._started_at = 0.0
         self._accepting = False
-        self._closing = False
+        self._closing = False  # refusing new work, finishing what runs
+        self._closed = False  # sockets closed: nothing works any more
         self._refs = itertools.count(1)
         self._nonces = itertools.count(1)
         # Handshake state: peers that said HELLO to our ROUTER, and our DEALERs.
@@ -270,6 +271,7 @@ class Node:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        self._closed = True  # from here on, calls (even from handlers) are refused
         told = self._say_goodbye()
         pumps = [c.pump for c in self._connections.values() if c.peer is not None]
         if self._router is not None:
@@ -335,6 +337,7 @@ class Node:
     def remove_service(self, name: str) -> None:
         """Stop offering service ``name`` (calls already running finish)."""
         self._services.remove(name)
+        self._dispatcher.forget(name)
 
     @property
     def services(self) -> Mapping[str, ServiceSpec]:
@@ -612,6 +615,7 @@ class Node:
         timeout = self.config.timings.connect_timeout if timeout is None else timeout
         old = self._connections.pop(address, None)
         if old is not None:  # a fresh DEALER: never reuse one that may hold stale messages
+            self._outgoing.fail_connection(old, "the connection was replaced")
             await self._transport.close_pump(old.pump)
         routing_id = self._id_bytes + next(self._nonces).to_bytes(4, "big")
         ref = next(self._refs)
@@ -809,7 +813,7 @@ class Node:
     def _require_started(self) -> None:
         if self._transport is None:
             raise MeshError("node not started: use 'async with Node(...)' or 'await node.start()'")
-        if self._closing:
+        if self._closed:
             raise MeshError("node is closed")
 
 
@@ -871,7 +875,9 @@ class ProxyMethod:
         self._timeout = timeout
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._node.call(self.target, *args, timeout=self._timeout, **kwargs)
+        timeout = kwargs.pop("timeout", self._timeout)
+        return await self._node.call(self.target, *args, timeout=timeout, **kwargs)
 
     def stream(self, *args: Any, **kwargs: Any) -> Stream:
-        return self._node.stream(self.target, *args, timeout=self._timeout, **kwargs)
+        timeout = kwargs.pop("timeout", self._timeout)
+        return self._node.stream(self.target, *args, timeout=timeout, **kwargs)

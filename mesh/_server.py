@@ -155,6 +155,12 @@ class Dispatcher:
             spec, context, lambda: self._run_stream(spec, context, args, kwargs, credit, emit)
         )
 
+    def forget(self, service: str) -> None:
+        """Drop the limiter and counters of a removed service (a new one starts afresh)."""
+        self._limiters.pop(service, None)
+        for key in [k for k in self._stats if k[0] == service]:
+            del self._stats[key]
+
     def statistics(self) -> dict[str, ServiceStatistics]:
         """Per-service snapshots, including services that were never called."""
         result = {}
@@ -212,9 +218,9 @@ class Dispatcher:
                     return await run()
                 finally:
                     limiter.release()
-        except TimeoutError:
+        except TimeoutError as exc:
             if not timeout.expired():
-                error = "TimeoutError"
+                error = f"TimeoutError: {exc}" if str(exc) else "TimeoutError"
                 raise
             context.cancel()
             raise CallTimeout(
@@ -224,8 +230,7 @@ class Dispatcher:
                 call_id=context.call_id,
             ) from None
         except asyncio.CancelledError:
-            context.cancel()
-            error = "cancelled"
+            context.cancel()  # the caller gave up (or the node stops): not the method's error
             raise
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"

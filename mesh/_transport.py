@@ -569,7 +569,7 @@ class BlockingDealer:
         frames = self._sock.recv_multipart(zmq.NOBLOCK)
         return frames[0] if len(frames) == 1 else b""
 
-    def close(self) -> None:
-        """Close the socket and its context at once."""
-        self._sock.close(linger=0)
+    def close(self, linger: float = 0.0) -> None:
+        """Close the socket and its context, waiting up to ``linger`` s to deliver."""
+        self._sock.close(linger=int(linger * 1000))
         self._context.term()

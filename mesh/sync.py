@@ -10,6 +10,7 @@ client per thread; it is not thread-safe.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import secrets
 import time
@@ -29,6 +30,7 @@ from ._wire import (
     Codec,
     Credit,
     Error,
+    Goodbye,
     Message,
     Reply,
     StreamEnd,
@@ -94,7 +96,9 @@ class Client:
             self.config.timings.call_timeout if timeout is None else timeout
         )
         call_id = next(self._ids)
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:  # an inherited deadline already passed: do not even send
+            raise self._timeout(target, call_id)
         frame = self._codec.encode(
             Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
         )
@@ -130,7 +134,9 @@ class Client:
         """Close the connection (at once: nothing is left to deliver)."""
         if not self._closed:
             self._closed = True
-            self._dealer.close()
+            # Say goodbye, so the node forgets this short-lived client at once.
+            self._dealer.send(self._codec.encode(Goodbye(self.id)), 0.0)
+            self._dealer.close(linger=0.1)
 
     def __enter__(self) -> Self:
         return self

@@ -468,3 +468,75 @@ async def wait_until(condition: Any, timeout: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_handlers_can_still_call_out_during_the_grace_period() -> None:
+    nodes: dict[str, Node] = {}
+
+    async def relay() -> str:
+        await asyncio.sleep(0.2)  # the node starts closing meanwhile
+        return str(await nodes["a"].call("echo.say", "relayed"))
+
+    async def say(value: str) -> str:
+        return value
+
+    async with node("a") as a, node("b") as b, node("c") as c:
+        nodes["a"] = a
+        c.add_service(say, name="echo.say")
+        await a.connect(c.address)
+        a.add_service(relay, name="relay.run")
+        await b.connect(a.address)
+        call = asyncio.create_task(b.call("relay.run"))
+        await wait_until(lambda: a.statistics().calls_in_flight == 1)
+        await a.aclose(grace=2.0)
+        assert await call == "relayed"
+
+
+async def test_reconnecting_fails_the_calls_of_the_old_connection(
+    calc: tuple[Node, Node],
+) -> None:
+    provider, caller = calc
+    slow = asyncio.create_task(caller.call("calc.slow", 5, timeout=10))
+    await wait_until(lambda: caller.statistics().calls_outstanding == 1)
+    await caller.connect(provider.address)
+    with pytest.raises(mesh.Unavailable, match="replaced"):
+        await asyncio.wait_for(slow, 1.0)
+
+
+async def test_a_removed_service_starts_afresh_when_added_again() -> None:
+    gate = asyncio.Event()
+
+    def make(concurrency: int) -> Any:
+        @service("gated", concurrency=concurrency, queue=0)
+        class Gated:
+            @method
+            async def wait(self) -> None:
+                await gate.wait()
+
+        return Gated()
+
+    async with node("a") as a:
+        a.add_service(make(1))
+        a.remove_service("gated")
+        a.add_service(make(3))
+        calls = [asyncio.create_task(a.call("gated.wait")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert not any(c.done() for c in calls)  # three run at once: no old limit of 1
+        gate.set()
+        await asyncio.gather(*calls)
+
+
+async def test_proxy_methods_take_a_timeout(calc: tuple[Node, Node]) -> None:
+    _, caller = calc
+    with pytest.raises(mesh.CallTimeout):
+        await caller.proxy("calc").slow(5, timeout=0.1)
+
+
+async def test_a_cancelled_call_is_not_a_method_error(calc: tuple[Node, Node]) -> None:
+    provider, caller = calc
+    task = asyncio.create_task(caller.call("calc.slow", 5))
+    await wait_until(lambda: provider.statistics().calls_in_flight == 1)
+    task.cancel()
+    await wait_until(lambda: provider.statistics().calls_in_flight == 0)
+    stats = provider.statistics().services["calc"].methods["slow"]
+    assert (stats.requests, stats.errors, stats.in_flight) == (1, 0, 0)

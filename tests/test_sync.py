@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -65,3 +66,15 @@ def test_blocking_connect_errors(calc_address: str) -> None:
         mesh.sync.connect("tcp://127.0.0.1:9", mesh="test", timeout=0.3)
     with pytest.raises(mesh.ConnectError, match="not a tcp://host:port"):
         mesh.sync.connect("localhost:80", mesh="test")
+
+
+@pytest.mark.timeout(30)
+async def test_a_closed_client_says_goodbye() -> None:
+    async with mesh.Node(mesh.Config(name="n", mesh="test", profile="test")) as n:
+        client = await asyncio.to_thread(mesh.sync.connect, n.address, mesh="test")
+        assert client.id in n.peers
+        await asyncio.to_thread(client.close)
+        deadline = time.monotonic() + 2
+        while client.id in n.peers and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert client.id not in n.peers
