@@ -3,6 +3,7 @@
     MeshError
     ├── ConfigError               a bad setting; names the variable or field
     ├── ProtocolError             bytes that are not a valid mesh message
+    ├── RecordTooLarge            this node's catalog record would pass its size limit
     ├── TransportError            sockets, addresses, peers
     │   └── ConnectError          the handshake with a peer did not succeed
     │       ├── ConnectTimeout    no answer in time (also a TimeoutError)
@@ -39,6 +40,7 @@ __all__ = [
     "NoProvider",
     "Overloaded",
     "ProtocolError",
+    "RecordTooLarge",
     "RemoteError",
     "TransportError",
     "Unavailable",
@@ -68,6 +70,18 @@ class ProtocolError(MeshError):
 
     code = "protocol"
     ref: int = 0
+
+
+class RecordTooLarge(MeshError, ValueError):
+    """This node's catalog record would be ``size`` encoded bytes, more than ``limit``:
+    refused when a service is registered (or the listing otherwise changes)."""
+
+    code = "record_too_large"
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class TransportError(MeshError):
@@ -196,6 +210,7 @@ _BY_CODE: dict[str, type[MeshError]] = {
         MeshError,
         ConfigError,
         ProtocolError,
+        RecordTooLarge,
         TransportError,
         ConnectError,
         ConnectTimeout,
