@@ -49,13 +49,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol
 
 import msgpack
 
 from ._config import MembershipSettings
 from ._errors import ProtocolError, RecordTooLarge
-from ._membership import Advert
 from ._services import ServiceSpec
 from ._stats import ServiceStatistics
 
@@ -125,6 +124,17 @@ _TARGET_RE: Final = re.compile(rf"{_IDENT}\.{_IDENT}")
 DOC_LIMIT: Final = 2000
 #: Default largest encoded record, in bytes.
 MAX_RECORD_SIZE: Final = 32 * 1024
+
+
+class Advert(Protocol):
+    """What :meth:`Catalog.advert` reads of membership's ``Advert`` (mesh/_membership.py)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def via(self) -> str: ...
 
 
 def _packed_size(obj: Any) -> int:
