@@ -454,6 +454,9 @@ async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSo
         await a.connect(f"tcp://127.0.0.1:{port}")
         with pytest.raises(mesh.ProtocolError, match="beyond its credit"):
             async with a.stream("numbers.all") as items:
+                # Consume nothing until the flood is in: items taken meanwhile would grant
+                # credit and the flood might then fit in it (timing-dependent).
+                await wait_for(lambda: a.statistics().messages_in >= 1 + 64 + 10)
                 async for _ in items:
                     pass
         await asyncio.wait_for(served, 5)
