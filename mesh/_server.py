@@ -17,7 +17,8 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 from ._context import CallContext, _current
 from ._errors import CallTimeout, MeshError, NoProvider, Overloaded, UnknownMethod
@@ -96,6 +97,64 @@ class _Limiter:
                 waiter.set_result(None)
                 return
         self._running -= 1
+
+
+class _Deadline:
+    """``asyncio.timeout_at`` for the per-call hot path, with the same semantics.
+
+    When ``when`` passes, the task running the block is cancelled; leaving the block
+    with that cancellation (and no other cancel request since entering) raises
+    TimeoutError. A plain ``with`` and a timer handle: asyncio's Timeout costs two
+    coroutines and a ``current_task()`` lookup per call (measured, ~8% of the server).
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_task", "_when")
+
+    def __init__(self, when: float | None) -> None:
+        self._when = when
+        self._expired = False
+        self._handle: asyncio.Handle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+
+    def expired(self) -> bool:
+        """Did the deadline pass while the block ran?"""
+        return self._expired
+
+    def __enter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a deadline must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        when = self._when
+        if when is not None:
+            if when <= loop.time():
+                self._handle = loop.call_soon(self._on_timeout)
+            else:
+                self._handle = loop.call_at(when, self._on_timeout)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._expired:
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc  # our cancellation, and no one else's
+
+    def _on_timeout(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self._expired = True
+        self._handle = None
 
 
 class Dispatcher:
@@ -210,9 +269,9 @@ class Dispatcher:
             )
         stats.started(started)
         error: str | None = None
-        timeout = asyncio.timeout_at(context.deadline)
+        timeout = _Deadline(context.deadline)
         try:
-            async with timeout:
+            with timeout:
                 await limiter.acquire()
                 try:
                     return await run()
