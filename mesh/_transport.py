@@ -50,7 +50,6 @@ log = logging.getLogger("mesh.transport")
 
 # Plain ints: pyzmq's enum flags cost an enum operation per use (5 per call, measured).
 _EVENTS: Final = int(zmq.EVENTS)
-_RCVMORE: Final = int(zmq.RCVMORE)
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _NOBLOCK_MORE: Final = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 _POLLIN: Final = int(zmq.POLLIN)
@@ -483,19 +482,30 @@ class Transport:
         return int(last.rsplit(b":", 1)[1])
 
 
+# The backend's send: pyzmq's Socket.send only adds routing_id/group handling (unused
+# here) around it, and that wrapper doubles the cost of a send (measured 0.5 -> 0.25 us).
+_backend_send: Final = zmq.backend.Socket.send
+
+
 def _send(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     """send_multipart without blocking, with int flags. ROUTER and DEALER take a message
     whole or not at all, so only the first frame can raise zmq.Again."""
+    if len(frames) == 1:  # a DEALER's message
+        _backend_send(sock, frames[0], _NOBLOCK)
+        return
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        sock.send(frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
+        _backend_send(sock, frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
 
 
 def _recv(sock: zmq.Socket[bytes]) -> list[bytes]:
-    """recv_multipart without blocking, with int flags."""
-    frames = [sock.recv(_NOBLOCK)]
-    while sock.get(_RCVMORE):
-        frames.append(sock.recv(_NOBLOCK))
+    """recv_multipart without blocking, with int flags. A Frame says whether more
+    follow: cheaper than asking the socket for RCVMORE (0.8 vs 1.3 us a frame)."""
+    frame = sock.recv(_NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
