@@ -558,6 +558,8 @@ class BlockingDealer:
             raise
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        self._poll_in: list[tuple[zmq.Socket[bytes], int]] = [(self._sock, _POLLIN)]
+        self._poll_out: list[tuple[zmq.Socket[bytes], int]] = [(self._sock, _POLLOUT)]
         try:
             self._sock.connect(address)
         except zmq.ZMQError as exc:
@@ -566,9 +568,16 @@ class BlockingDealer:
 
     def send(self, frame: bytes, timeout: float) -> bool:
         """Send one frame, waiting up to ``timeout`` for the connection; False if it could not."""
-        if self._sock.poll(max(0, int(timeout * 1000)), zmq.POLLOUT):
+        # Try at once first: connected with room in the pipe is the usual case, and a
+        # poll costs ~2 us. zmq_poll rather than Socket.poll: no Poller object (~1 us less).
+        try:
+            _backend_send(self._sock, frame, _NOBLOCK)
+            return True
+        except zmq.Again:
+            pass
+        if zmq.zmq_poll(self._poll_out, max(0, int(timeout * 1000))):
             try:
-                self._sock.send(frame, zmq.NOBLOCK)
+                _backend_send(self._sock, frame, _NOBLOCK)
                 return True
             except zmq.Again:
                 return False
@@ -577,9 +586,9 @@ class BlockingDealer:
     def recv(self, timeout: float | None) -> bytes | None:
         """The next frame, or None when ``timeout`` passes; multi-frame messages are None too."""
         wait = -1 if timeout is None else max(0, int(timeout * 1000))
-        if not self._sock.poll(wait, zmq.POLLIN):
+        if not zmq.zmq_poll(self._poll_in, wait):
             return None
-        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+        frames = _recv(self._sock)
         return frames[0] if len(frames) == 1 else b""
 
     def close(self, linger: float = 0.0) -> None:
