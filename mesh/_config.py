@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ._errors import ConfigError
 
-__all__ = ["ENV_VARS", "PROFILES", "Config", "Limits", "Timings"]
+__all__ = ["ENV_VARS", "PROFILES", "Config", "Limits", "MembershipSettings", "Timings"]
 
 T = TypeVar("T")
 
@@ -143,6 +143,52 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class MembershipSettings:
+    """SWIM + Lifeguard tuning: times in seconds, counts, and the gossip budget.
+
+    The defaults are memberlist's LAN set (the ``lan`` profile). Timeouts named
+    "mult" scale with the mesh size; see docs/architecture.md, "Membership".
+    """
+
+    #: One probe of one peer per period (scaled up by the local health score).
+    probe_interval: float = 1.0
+    #: How long a direct probe waits for its ack before asking others to probe.
+    probe_timeout: float = 0.5
+    #: How many peers probe a silent peer on our behalf (0 turns this off).
+    indirect_checks: int = 3
+    #: Suspicion lasts at least ``suspicion_mult * max(1, log10(N)) * probe_interval``.
+    suspicion_mult: int = 4
+    #: ... and starts at ``suspicion_max_mult`` times that, shrinking with confirmations.
+    suspicion_max_mult: int = 6
+    #: Each update is sent ``retransmit_mult * ceil(log10(N + 1))`` times.
+    retransmit_mult: int = 4
+    #: The gossip timer: every ``gossip_interval``, updates go to ``gossip_nodes`` peers.
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    #: Full-state sync with one random peer this often (scaled up above 32 members).
+    push_pull_interval: float = 30.0
+    #: Dead and left members are forgotten this long after they died or left.
+    dead_ttl: float = 60.0
+    #: The local health score (Lifeguard awareness) goes from 0 to this.
+    awareness_max: int = 8
+    #: Gossip bandwidth budget of one node, bytes per second (probes and acks always go;
+    #: piggybacked updates, gossip and syncs fit in what is left).
+    budget: int = 20_000
+    #: Most bytes of updates one message carries.
+    max_updates_size: int = 1_400
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float":
+                _positive_float(f"membership.{f.name}", value)
+            elif f.name != "indirect_checks" or value != 0:
+                _positive_int(f"membership.{f.name}", value)
+        if self.probe_timeout >= self.probe_interval:
+            raise ConfigError("membership.probe_timeout: must be less than probe_interval")
+
+
+@dataclass(frozen=True, slots=True)
 class Timings:
     """Timeouts in seconds. Profiles pick sensible sets; tests use ``test``."""
 
@@ -152,18 +198,50 @@ class Timings:
     call_timeout: float
     #: How long a stopping node lets work in flight finish.
     grace_period: float
+    #: Failure detection and gossip.
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _positive_float(f"timings.{f.name}", getattr(self, f.name))
+            if f.name != "membership":
+                _positive_float(f"timings.{f.name}", getattr(self, f.name))
+        if not isinstance(self.membership, MembershipSettings):
+            raise ConfigError(
+                f"timings.membership: expected a MembershipSettings, got {self.membership!r}"
+            )
 
 
-#: Named sets of timings: ``lan`` for real networks, ``local`` for one machine,
-#: ``test`` for test suites (tens of milliseconds where it matters).
+#: Named sets of timings: ``lan`` for real networks (memberlist's LAN defaults for
+#: membership), ``local`` for one machine, ``test`` for test suites (tens of ms).
 PROFILES: Mapping[str, Timings] = {
     "lan": Timings(connect_timeout=5.0, call_timeout=30.0, grace_period=10.0),
-    "local": Timings(connect_timeout=2.0, call_timeout=10.0, grace_period=5.0),
-    "test": Timings(connect_timeout=2.0, call_timeout=5.0, grace_period=1.0),
+    "local": Timings(
+        connect_timeout=2.0,
+        call_timeout=10.0,
+        grace_period=5.0,
+        membership=MembershipSettings(
+            probe_interval=0.5,
+            probe_timeout=0.2,
+            gossip_interval=0.1,
+            push_pull_interval=10.0,
+            dead_ttl=30.0,
+            budget=200_000,
+        ),
+    ),
+    "test": Timings(
+        connect_timeout=2.0,
+        call_timeout=5.0,
+        grace_period=1.0,
+        membership=MembershipSettings(
+            probe_interval=0.05,
+            probe_timeout=0.025,
+            suspicion_mult=3,
+            gossip_interval=0.02,
+            push_pull_interval=0.5,
+            dead_ttl=3.0,
+            budget=1_000_000,
+        ),
+    ),
 }
 
 _MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

@@ -1,0 +1,1 @@
+"""The membership simulator: real cores, a virtual clock, a modelled TCP network."""

@@ -1,0 +1,232 @@
+"""Scenarios on the simulated network, and what they measure.
+
+:func:`standard` is the run that CI makes at 1,000 nodes and ``just sim`` at 10,000:
+a converged mesh, then one after another a join through one seed, a crash, 10%
+message loss, a stalled node, a partition that heals, a graceful leave and a restart
+under the same name, each measured by a :class:`Tracker`:
+
+- join known by all: from the join until every running node lists the newcomer;
+- crash suspected by all / dead by all: until every running node has it suspect (or
+  dead) / dead;
+- false positives: a node that was running, not stalled past the suspicion time and
+  not cut off, declared dead by anyone;
+- bytes per node per second, mean and max over nodes (against the budget).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh._config import PROFILES, MembershipSettings
+from mesh._membership import Change, Status
+
+from .network import Network, SimNode
+
+
+@dataclass
+class Episode:
+    """One measured event: when it happened and when each node saw it."""
+
+    name: str
+    subject: str
+    start: float
+    kinds: tuple[str, ...]
+    seen: dict[int, float] = field(default_factory=dict)
+
+    def all_seen_after(self, observers: list[SimNode]) -> float | None:
+        """Seconds until every one of ``observers`` saw it; None if one never did."""
+        times = [self.seen.get(n.index) for n in observers]
+        if any(t is None for t in times):
+            return None
+        return max(t for t in times if t is not None) - self.start
+
+    def percentile(self, observers: list[SimNode], q: float) -> float | None:
+        times = sorted(self.seen[n.index] - self.start for n in observers if n.index in self.seen)
+        if len(times) < len(observers):
+            return None
+        return times[min(len(times) - 1, math.ceil(q * len(times)) - 1)]
+
+
+class Tracker:
+    """Watches every change every core reports."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.episodes: list[Episode] = []
+        self.false_positives: list[tuple[float, int, str]] = []
+        #: Node ids that may be declared dead without it being a false positive.
+        self.expected_dead: set[str] = set()
+        network.observers.append(self._observe)
+
+    def watch(self, name: str, subject: str, kinds: tuple[str, ...]) -> Episode:
+        episode = Episode(name, subject, self.network.now, kinds)
+        self.episodes.append(episode)
+        return episode
+
+    def _observe(self, node: SimNode, change: Change) -> None:
+        member = change.member
+        for episode in self.episodes:
+            if (
+                member.id == episode.subject
+                and change.kind in episode.kinds
+                and node.index not in episode.seen
+            ):
+                episode.seen[node.index] = change.at
+        if change.kind == "failed" and member.id not in self.expected_dead:
+            self.false_positives.append((change.at, node.index, member.name))
+
+
+@dataclass
+class Report:
+    nodes: int
+    profile: str
+    seed: int
+    simulated: float
+    wall: float
+    figures: dict[str, float | None]
+    false_positives: int
+    bytes_per_node_s_mean: float
+    bytes_per_node_s_max: float
+    budget: int
+    delivered: int
+    lost: int
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.nodes} nodes, profile {self.profile}, seed {self.seed}: "
+            f"{self.simulated:.0f} s simulated in {self.wall:.1f} s of wall time, "
+            f"{self.delivered:,} messages delivered, {self.lost:,} lost"
+        ]
+        for name, value in self.figures.items():
+            shown = "never" if value is None else f"{value:.2f} s"
+            out.append(f"  {name:<40} {shown}")
+        out.append(f"  {'false positives (healthy declared dead)':<40} {self.false_positives}")
+        out.append(
+            f"  {'bytes per node per second':<40} mean {self.bytes_per_node_s_mean:,.0f}, "
+            f"max {self.bytes_per_node_s_max:,.0f} (budget {self.budget:,})"
+        )
+        return out
+
+
+def standard(
+    nodes: int = 1_000,
+    seed: int = 1,
+    profile: str = "lan",
+    settings: MembershipSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """The standard campaign (see the module docstring)."""
+    settings = settings or PROFILES[profile].membership
+    started = time.perf_counter()
+    net = Network(nodes, settings, seed)
+    tracker = Tracker(net)
+    low, _ = _suspicion_min(settings, nodes)
+    step = max(10.0, 2.5 * low)  # each fault gets time to be suspected and declared dead
+    t = 5.0 * settings.probe_interval
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
+
+    # 1. a join through one seed
+    net.run_until(t)
+    newcomer = net.join(seed=0)
+    join = tracker.watch("join known by all", newcomer.member.id, ("joined",))
+    say("joined one node through a seed")
+    # 2. a crash
+    t += 5.0 * settings.probe_interval
+    net.run_until(t)
+    victim = net.nodes[1]
+    tracker.expected_dead.add(victim.member.id)
+    net.crash(victim.index)
+    suspected = tracker.watch("crash suspected by all", victim.member.id, ("suspect", "failed"))
+    dead = tracker.watch("crash dead by all", victim.member.id, ("failed",))
+    say("crashed one node")
+    t += step
+    net.run_until(t)
+    # 3. 10% message loss, everywhere, for a while
+    say("10% message loss")
+    net.loss = 0.10
+    t += 10.0 * settings.probe_interval
+    net.run_until(t)
+    net.loss = 0.0
+    # 4. a node whose loop stalls for twice the probe interval (1 s on lan)
+    say("one node stalls")
+    net.stall(2, 2.0 * settings.probe_interval)
+    t += 5.0 * settings.probe_interval
+    net.run_until(t)
+    # 5. a partition (a tenth of the nodes cut off), healed before the suspicion ends
+    say("partition")
+    tenth = max(2, nodes // 10)
+    island = list(range(3, 3 + tenth))
+    rest = [n.index for n in net.nodes if n.index not in island]
+    net.cut(island, rest)
+    net.run_until(t + 0.4 * low)
+    net.heal()
+    say("healed")
+    t += step
+    net.run_until(t)
+    # 6. a graceful leave, and a restart under the same name and address
+    leaver = net.nodes[3 + tenth]
+    tracker.expected_dead.add(leaver.member.id)
+    net.leave(leaver.index)
+    left = tracker.watch("leave known by all", leaver.member.id, ("left",))
+    restarted_old = net.nodes[4 + tenth]
+    tracker.expected_dead.add(restarted_old.member.id)
+    net.crash(restarted_old.index)
+    restarted = net.join(seed=0, name=restarted_old.member.name)
+    replaced = tracker.watch("restart replaces the old id", restarted_old.member.id, ("replaced",))
+    say("a leave and a restart")
+    t += 5.0 * settings.probe_interval
+    net.run_until(t)
+
+    observers = [n for n in net.running()]
+    crash_observers = [n for n in observers if n.index != victim.index]
+    join_observers = [n for n in observers if n.started <= join.start or n is newcomer]
+    join_observers = [n for n in join_observers if n is not newcomer]
+    old_observers = [n for n in observers if n is not restarted and n.index != victim.index]
+    figures: dict[str, float | None] = {
+        "join known by all (p50)": join.percentile(join_observers, 0.5),
+        "join known by all (p99)": join.percentile(join_observers, 0.99),
+        "join known by all (max)": join.all_seen_after(join_observers),
+        "crash suspected by all (max)": suspected.all_seen_after(crash_observers),
+        "crash dead by all (p50)": dead.percentile(crash_observers, 0.5),
+        "crash dead by all (max)": dead.all_seen_after(crash_observers),
+        "leave known by all (max)": left.all_seen_after(
+            [n for n in old_observers if n is not leaver]
+        ),
+        "restart replaced everywhere (max)": replaced.all_seen_after(
+            [n for n in old_observers if n is not leaver]
+        ),
+    }
+    rates = [n.bytes_sent / max(1e-9, net.now - n.started) for n in net.nodes]
+    return Report(
+        nodes=nodes,
+        profile=profile,
+        seed=seed,
+        simulated=net.now,
+        wall=time.perf_counter() - started,
+        figures=figures,
+        false_positives=len(tracker.false_positives),
+        bytes_per_node_s_mean=sum(rates) / len(rates),
+        bytes_per_node_s_max=max(rates),
+        budget=settings.budget,
+        delivered=net.delivered,
+        lost=net.lost,
+    )
+
+
+def _suspicion_min(settings: MembershipSettings, nodes: int) -> tuple[float, float]:
+    from mesh._membership import suspicion_bounds
+
+    return suspicion_bounds(settings, nodes)
+
+
+def status_counts(net: Network, observer: SimNode) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    for member in observer.core.members():
+        counts[member.status] += 1
+    return counts
