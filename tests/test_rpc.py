@@ -104,6 +104,31 @@ async def test_remote_exception_carries_type_message_and_traceback(
     assert await caller.call("calc.add", 1, 1) == 2
 
 
+async def test_each_call_times_out_at_its_own_deadline_in_any_order() -> None:
+    @service("sleepy")
+    class Sleepy:
+        @method
+        async def nap(self, seconds: float) -> None:
+            await asyncio.sleep(seconds)
+
+    async def timed(timeout: float) -> float:
+        started = time.monotonic()
+        with pytest.raises(mesh.CallTimeout):
+            await b.call("sleepy.nap", 10, timeout=timeout)
+        return time.monotonic() - started
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Sleepy())
+        # Answered, but its deadline (far off) may still be what the timer waits for.
+        assert await b.call("sleepy.nap", 0, timeout=30) is None
+        # Deadlines in order, then one earlier than the last, then later again.
+        taken = await asyncio.gather(*(timed(t) for t in (0.2, 0.4, 0.4, 0.1, 0.6, 0.3)))
+        for timeout, seconds in zip((0.2, 0.4, 0.4, 0.1, 0.6, 0.3), taken, strict=True):
+            assert timeout - 0.01 < seconds < timeout + 0.3
+        assert b.statistics().calls_outstanding == 0
+        assert await b.call("sleepy.nap", 0) is None  # answers still settle their calls
+
+
 async def test_deadline_cancels_a_coroutine_handler() -> None:
     events: list[str] = []
 
