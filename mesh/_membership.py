@@ -49,6 +49,7 @@ __all__ = [
     "BURST_SECONDS",
     "MEMBERSHIP_SHARE",
     "MIN_UPDATES_SIZE",
+    "NACK_FRACTION",
     "Ack",
     "Advert",
     "Change",
@@ -261,6 +262,8 @@ def suspicion_timeout(confirmations: int, expected: int, low: float, high: float
 MEMBERSHIP_SHARE = 0.5
 
 
+#: A relay nacks after this fraction of the probe timeout (memberlist: 80%).
+NACK_FRACTION = 0.8
 #: Membership may save up this many seconds of its share, to spend in a burst (the
 #: refutations after a partition heals, say).
 BURST_SECONDS = 5.0
@@ -327,34 +330,35 @@ class _Relay:
 @dataclass(slots=True)
 class _Queued:
     member: Member
+    order: int
     transmits: int = 0
 
 
-def _transmits(queued: _Queued) -> int:
-    return queued.transmits
-
-
 class _Broadcasts:
-    """Updates waiting to be gossiped, each sent a bounded number of times, the least
-    sent first (memberlist's transmit-limited queue). A newer update about a member
-    replaces the older one."""
+    """Updates waiting to be gossiped, each sent a bounded number of times: the least
+    sent first, the newest first among those (memberlist's transmit-limited queue), and
+    this node's own news before anything. A newer update about a member replaces the
+    older one."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_id: str) -> None:
+        self._own_id = own_id
         self._queue: dict[str, _Queued] = {}
+        self._order = 0
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, member: Member) -> None:
         """News: sent ``limit`` times from now on."""
+        self._order += 1
         self._queue.pop(member.id, None)
-        self._queue[member.id] = _Queued(member)
+        self._queue[member.id] = _Queued(member, self._order)
 
     def refresh(self, member: Member) -> None:
         """A detail changed (another accuser): send the newer one, as often as left."""
         queued = self._queue.get(member.id)
         if queued is None:
-            self._queue[member.id] = _Queued(member)
+            self.add(member)
         else:
             queued.member = member
 
@@ -364,7 +368,7 @@ class _Broadcasts:
             return ()
         chosen: list[Member] = []
         spent = 0
-        for queued in sorted(self._queue.values(), key=_transmits):
+        for queued in sorted(self._queue.values(), key=self._rank):
             size = _member_size(queued.member)
             if spent + size > budget:
                 break
@@ -374,6 +378,10 @@ class _Broadcasts:
             if queued.transmits >= limit:
                 del self._queue[queued.member.id]
         return tuple(chosen)
+
+    def _rank(self, queued: _Queued) -> tuple[int, int]:
+        own = queued.member.id == self._own_id
+        return (-1 if own else queued.transmits, -queued.order)
 
 
 # -- the core ------------------------------------------------------------------------------
@@ -416,7 +424,7 @@ class Membership:
         self._suspicions: dict[str, _Suspicion] = {}
         self._gone: dict[str, float] = {}  # dead and left: id -> since, until dead_ttl
         self._held: dict[str, int] = {}  # catalog record versions held, by member id
-        self._broadcasts = _Broadcasts()
+        self._broadcasts = _Broadcasts(me.id)
         self._changes: list[Change] = []
         self._adverts: list[Advert] = []
         self._seq = 0
@@ -468,9 +476,11 @@ class Membership:
         return self._expected_tick
 
     def _deadline(self) -> float:
-        deadline = min(self._next_probe, self._next_gossip, self._next_sync)
+        deadline = min(self._next_gossip, self._next_sync)
         probe = self._probe
-        if probe is not None:
+        if probe is None:  # the next probe waits for the one in flight
+            deadline = min(deadline, self._next_probe)
+        else:
             deadline = min(deadline, probe.ends_at if probe.indirect else probe.timeout_at)
         for relay in self._relays.values():
             deadline = min(deadline, relay.deadline)
@@ -590,9 +600,20 @@ class Membership:
         if now >= self._next_sync:
             interval = push_pull_interval(self.settings, self.live_count())
             self._next_sync = now + interval * self._rng.uniform(0.9, 1.1)
-            for peer in self._pick(1, exclude=""):
+            peer = self._sync_peer()
+            if peer is not None:
                 self._sync_with(peer.address, out)
         return self._done(out)
+
+    def _sync_peer(self) -> Member | None:
+        """A random peer to sync with: live ones, and now and then one declared dead
+        (in proportion), so that the two sides of a healed partition find each other
+        again (Serf's reconnect)."""
+        dead = [i for i in self._gone if self._members[i].status is Status.DEAD]
+        if dead and self._rng.randrange(self._live_count + len(dead)) < len(dead):
+            return self._members[dead[self._rng.randrange(len(dead))]]
+        peers = self._pick(1, exclude="")
+        return peers[0] if peers else None
 
     # -- timers -------------------------------------------------------------------------
 
@@ -641,6 +662,10 @@ class Membership:
             missed = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
             self._raise_awareness(missed)
             target = self._members.get(probe.target)
+            if 2 * probe.nacks < probe.expected_nacks:
+                # Most relays are silent too: more likely this node is cut off than the
+                # target dead. Accuse nobody; the next probes will tell.
+                target = None
             if target is not None and target.status is Status.ALIVE:
                 self._suspect(target, target.incarnation, self.id, now)
             elif target is not None and target.status is Status.SUSPECT:
@@ -698,7 +723,11 @@ class Membership:
 
     def _relay(self, request: PingReq, now: float, out: list[Send]) -> None:
         self._seq += 1
-        timeout = self.settings.probe_timeout * (self.awareness + 1)
+        # Nack before the requester's probe ends (it sent this at its probe timeout and
+        # waits until its probe interval is over), so that its count of nacks is right.
+        timeout = NACK_FRACTION * min(
+            self.settings.probe_timeout, self.settings.probe_interval - self.settings.probe_timeout
+        )
         self._relays[self._seq] = _Relay(request.seq, request.reply_to, now + timeout)
         ping = Ping(self._seq, self.id, self._me.address, request.target, self._piggyback())
         self._send(out, request.target_address, ping)

@@ -43,6 +43,10 @@ class Episode:
             return None
         return max(t for t in times if t is not None) - self.start
 
+    def first_seen_after(self) -> float | None:
+        """Seconds until the first node saw it."""
+        return min(self.seen.values()) - self.start if self.seen else None
+
     def percentile(self, observers: list[SimNode], q: float) -> float | None:
         times = sorted(self.seen[n.index] - self.start for n in observers if n.index in self.seen)
         if len(times) < len(observers):
@@ -192,6 +196,7 @@ def standard(
         "join known by all (p50)": join.percentile(join_observers, 0.5),
         "join known by all (p99)": join.percentile(join_observers, 0.99),
         "join known by all (max)": join.all_seen_after(join_observers),
+        "crash first suspected": suspected.first_seen_after(),
         "crash suspected by all (max)": suspected.all_seen_after(crash_observers),
         "crash dead by all (p50)": dead.percentile(crash_observers, 0.5),
         "crash dead by all (max)": dead.all_seen_after(crash_observers),

@@ -1,0 +1,367 @@
+"""The membership core, pure: formulas, then one probe at a time between real cores."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from mesh._config import PROFILES, MembershipSettings
+from mesh._membership import (
+    Ack,
+    Gossip,
+    Member,
+    Membership,
+    Nack,
+    Ping,
+    PingReq,
+    Send,
+    Status,
+    Sync,
+    push_pull_interval,
+    retransmit_limit,
+    size_of,
+    suspicion_bounds,
+    suspicion_timeout,
+)
+
+LAN = PROFILES["lan"].membership
+TEST = PROFILES["test"].membership
+
+
+# -- formulas -----------------------------------------------------------------------------
+
+
+def test_profiles_follow_memberlist_lan_defaults() -> None:
+    assert (LAN.probe_interval, LAN.probe_timeout, LAN.indirect_checks, LAN.suspicion_mult) == (
+        1.0,
+        0.5,
+        3,
+        4,
+    )
+    local = PROFILES["local"].membership
+    assert TEST.probe_interval < local.probe_interval < LAN.probe_interval
+    assert TEST.probe_interval <= 0.1  # tens of milliseconds
+
+
+@pytest.mark.parametrize(
+    ("members", "low", "high"),
+    [
+        (1, 4.0, 24.0),  # log10 never below 1
+        (10, 4.0, 24.0),
+        (100, 8.0, 48.0),
+        (1_000, 12.0, 72.0),
+        (10_000, 16.0, 96.0),
+    ],
+)
+def test_suspicion_bounds_grow_with_log_n(members: int, low: float, high: float) -> None:
+    assert suspicion_bounds(LAN, members) == pytest.approx((low, high))
+
+
+@pytest.mark.parametrize(
+    ("confirmations", "expected", "timeout"),
+    [
+        (0, 2, 72.0),  # nobody agrees yet: the longest
+        (1, 2, 72.0 - 60.0 * math.log(2) / math.log(3)),  # one more accuser: shorter
+        (2, 2, 12.0),  # as many as expected: the shortest
+        (5, 2, 12.0),  # never below it
+        (0, 0, 12.0),  # nobody to confirm (tiny mesh): the shortest at once
+    ],
+)
+def test_suspicion_timeout_shrinks_with_confirmations(
+    confirmations: int, expected: int, timeout: float
+) -> None:
+    assert suspicion_timeout(confirmations, expected, 12.0, 72.0) == pytest.approx(timeout)
+
+
+@pytest.mark.parametrize(("members", "limit"), [(1, 4), (9, 4), (10, 8), (999, 12), (1_000, 16)])
+def test_retransmit_limit_grows_with_log_n(members: int, limit: int) -> None:
+    assert retransmit_limit(LAN, members) == limit
+
+
+@pytest.mark.parametrize(
+    ("members", "interval"), [(10, 30.0), (32, 30.0), (64, 30.0), (1_000, 150.0)]
+)
+def test_push_pull_stretches_above_32_members(members: int, interval: float) -> None:
+    assert push_pull_interval(LAN, members) == interval
+
+
+def test_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="probe_timeout"):
+        MembershipSettings(probe_interval=1.0, probe_timeout=1.0)
+    with pytest.raises(ValueError, match="gossip_nodes"):
+        MembershipSettings(gossip_nodes=0)
+
+
+# -- a few real cores, messages passed by hand ----------------------------------------------
+
+
+def member(i: int) -> Member:
+    return Member(f"{i:032x}", f"node-{i}", f"tcp://10.0.0.{i}:7946")
+
+
+def cores(n: int, settings: MembershipSettings = LAN, now: float = 0.0) -> list[Membership]:
+    everyone = [member(i) for i in range(n)]
+    return [
+        Membership(m, settings, random.Random(i), now, everyone) for i, m in enumerate(everyone)
+    ]
+
+
+def by_address(nodes: list[Membership]) -> dict[str, Membership]:
+    return {n.me.address: n for n in nodes}
+
+
+def deliver(
+    nodes: list[Membership], sends: list[Send], now: float, drop: set[str] = frozenset()
+) -> None:
+    """Deliver ``sends`` and everything they cause, at ``now``, except to ``drop``."""
+    table = by_address(nodes)
+    queue = list(sends)
+    while queue:
+        send = queue.pop(0)
+        if send.to in drop or send.to not in table:
+            continue
+        queue.extend(table[send.to].receive(send.message, now))
+
+
+def tick_all(nodes: list[Membership], now: float, drop: set[str] = frozenset()) -> None:
+    for node in nodes:
+        if node.me.address not in drop:
+            deliver(nodes, node.tick(now), now, drop)
+
+
+def run(nodes: list[Membership], start: float, end: float, drop: set[str] = frozenset()) -> None:
+    """Tick every node every 10 ms from ``start`` to ``end`` (messages arrive at once)."""
+    steps = round((end - start) / 0.01)
+    for step in range(1, steps + 1):
+        tick_all(nodes, start + step * 0.01, drop)
+
+
+def probe(node: Membership) -> tuple[float, Send]:
+    """Tick ``node`` at its deadlines until it sends a ping: (when, the ping)."""
+    for _ in range(100):
+        now = node.next_deadline()
+        pings = [s for s in node.tick(now) if isinstance(s.message, Ping)]
+        if pings:
+            return now, pings[0]
+    raise AssertionError("no probe")
+
+
+def status(node: Membership, other: Membership) -> Status | None:
+    seen = node.get(other.id)
+    return None if seen is None else seen.status
+
+
+def test_a_probe_is_acked_and_accuses_nobody() -> None:
+    a, b = cores(2)
+    now, ping = probe(a)
+    assert ping.to == b.me.address
+    answer = b.receive(ping.message, now)
+    assert [type(s.message) for s in answer] == [Ack]
+    a.receive(answer[0].message, now)
+    run([a, b], now, 5.0)
+    assert status(a, b) is Status.ALIVE
+    assert a.statistics.probes_failed == 0
+    assert a.awareness == 0
+
+
+def test_a_silent_member_is_probed_indirectly_then_suspected_then_dead() -> None:
+    nodes = cores(5, TEST)
+    a, silent = nodes[0], nodes[4]
+    drop = {silent.me.address}
+    now = 0.0
+    while status(a, silent) is Status.ALIVE and now < 2.0:
+        run(nodes, now, now + 0.01, drop)
+        now += 0.01
+    assert status(a, silent) is Status.SUSPECT
+    # Relays were asked and nacked: the silence is the target's, not the prober's.
+    assert sum(n.statistics.indirect_probes for n in nodes) > 0
+    assert sum(n.statistics.nacks for n in nodes) > 0
+    _low, high = suspicion_bounds(TEST, 5)
+    run(nodes, now, now + high + 0.2, drop)
+    assert all(status(n, silent) is Status.DEAD for n in nodes[:4])
+    kinds = [c.kind for c in a.changes() if c.member.id == silent.id]
+    assert kinds == ["suspect", "failed"]
+
+
+def test_a_late_ack_is_dropped_by_sequence_number_and_the_verdict_stands() -> None:
+    a, b, c = cores(3, TEST)
+    now, ping = probe(a)
+    target = b if ping.to == b.me.address else c
+    ack = target.receive(ping.message, now)[0]
+    # The ack is held back until the probe is over (relays do not answer either).
+    run([a], now, now + TEST.probe_interval + 0.02)
+    assert a.statistics.probes_failed == 1
+    a.receive(ack.message, now + TEST.probe_interval + 0.03)
+    assert a.statistics.late_acks == 1
+    assert status(a, target) is Status.ALIVE  # no relay nacked: nobody was accused
+
+
+def test_a_suspect_refutes_and_everyone_believes_it() -> None:
+    nodes = cores(4, TEST)
+    a, b = nodes[0], nodes[1]
+    rumour = Member(b.id, b.me.name, b.me.address, 0, Status.SUSPECT, a.id)
+    deliver(nodes, a.receive(Gossip(nodes[2].id, (rumour,)), 0.01), 0.01)
+    assert status(a, b) is Status.SUSPECT
+    b.receive(Gossip(a.id, (rumour,)), 0.02)  # b hears of it
+    assert b.me.incarnation == 1
+    assert b.statistics.refutations == 1
+    run(nodes, 0.02, 0.5)
+    assert all(status(n, b) is Status.ALIVE for n in nodes if n is not b)
+    assert all(n.get(b.id).incarnation == 1 for n in nodes if n is not b)  # type: ignore[union-attr]
+    assert any(c.kind == "alive" for c in a.changes() if c.member.id == b.id)
+
+
+def test_older_news_never_wins() -> None:
+    a, b = cores(2, TEST)
+    b.receive(Gossip(a.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, a.id),)), 0)
+    assert b.me.incarnation == 1
+    a.receive(Gossip(b.id, (b.me,)), 0.01)
+    stale = Member(b.id, "node-1", b.me.address, 0, Status.DEAD, "x")
+    a.receive(Gossip("x" * 32, (stale,)), 0.02)
+    assert status(a, b) is Status.ALIVE
+
+
+def test_a_ping_for_an_earlier_node_at_the_same_address_gets_no_ack() -> None:
+    a, b = cores(2, TEST)
+    assert b.receive(Ping(7, a.id, a.me.address, "f" * 32), 0.0) == []
+
+
+def test_relays_ack_for_the_target_or_nack_in_time() -> None:
+    a, relay, target = cores(3, TEST)
+    request = PingReq(41, a.id, a.me.address, target.id, target.me.address)
+    pings = relay.receive(request, 0.0)
+    assert [(type(s.message), s.to) for s in pings] == [(Ping, target.me.address)]
+    ack = target.receive(pings[0].message, 0.001)[0]
+    forwarded = relay.receive(ack.message, 0.002)
+    assert [(type(s.message), s.message.seq, s.to) for s in forwarded] == [(Ack, 41, a.me.address)]
+    # Unanswered: a nack, before the requester's probe interval is over.
+    relay.receive(PingReq(42, a.id, a.me.address, target.id, target.me.address), 0.1)
+    nacks: list[Send] = []
+    while not nacks:
+        due = relay.next_deadline()
+        nacks = [s for s in relay.tick(due) if isinstance(s.message, Nack)]
+    assert due - 0.1 < TEST.probe_interval - TEST.probe_timeout
+    assert [(n.message.seq, n.to) for n in nacks] == [(42, a.me.address)]
+
+
+def test_a_cut_off_node_doubts_itself_instead_of_accusing() -> None:
+    nodes = cores(6, TEST)
+    lonely = nodes[0]
+    others = {n.me.address for n in nodes[1:]}
+    # Nothing reaches anyone else from the lonely node, and nothing comes back.
+    for step in range(1, 60):
+        deliver(nodes, lonely.tick(step * 0.01), step * 0.01, drop=others)
+    assert lonely.statistics.probes_failed > 0
+    assert lonely.awareness > 0  # relays did not even nack: Lifeguard's local health
+    assert all(status(lonely, n) is Status.ALIVE for n in nodes[1:])
+
+
+def test_awareness_slows_probing_and_recovers_with_acks() -> None:
+    a, b = cores(2, TEST)
+    a.awareness = 3
+    now, ping = probe(a)
+    assert a._probe is not None
+    assert a._probe.timeout_at == pytest.approx(now + 4 * TEST.probe_timeout)
+    a.receive(b.receive(ping.message, now)[0].message, now)
+    assert a.awareness == 2
+
+
+def test_a_stalled_loop_forgives_its_stale_timers() -> None:
+    a, b = cores(2, TEST)
+    now, ping = probe(a)
+    ack = b.receive(ping.message, now)[0]
+    late = now + 1.0  # a's loop ran nothing for a second; the ack waited in the socket
+    a.tick(late)
+    assert a.statistics.stalls == 1
+    a.receive(ack.message, late)
+    assert a.statistics.probes_failed == 0
+    assert a.statistics.late_acks == 0
+    assert status(a, b) is Status.ALIVE
+
+
+def test_disconnected_probes_now_and_judges_nothing() -> None:
+    a, b, _c = cores(3, TEST)
+    sends = a.disconnected(b.me.address, 0.0)
+    assert [(type(s.message), s.to) for s in sends] == [(Ping, b.me.address)]
+    assert status(a, b) is Status.ALIVE
+    assert a.disconnected("tcp://10.9.9.9:1", 0.0) == []  # a stranger: nothing to do
+
+
+def test_leaving_is_not_failing_and_is_forgotten_after_the_ttl() -> None:
+    nodes = cores(4, TEST)
+    a, leaver = nodes[0], nodes[3]
+    deliver(nodes, leaver.leave(0.0), 0.0)
+    run(nodes[:3], 0.0, 0.3)
+    assert all(status(n, leaver) is Status.LEFT for n in nodes[:3])
+    assert [c.kind for c in a.changes() if c.member.id == leaver.id] == ["left"]
+    run(nodes[:3], 0.3, TEST.dead_ttl + 0.5)
+    assert a.get(leaver.id) is None
+    assert [c.kind for c in a.changes() if c.member.id == leaver.id] == ["forgotten"]
+
+
+def test_a_restart_with_the_same_name_and_address_replaces_the_old_member_at_once() -> None:
+    a, b = cores(2, TEST)
+    reborn = Member("e" * 32, b.me.name, b.me.address)
+    a.receive(Gossip(reborn.id, (reborn,)), 0.0)
+    assert a.get(b.id) is None
+    assert a.get(reborn.id) is not None
+    assert [c.kind for c in a.changes()] == ["replaced", "joined"]
+    assert a.live_count() == 2
+
+
+def test_a_node_joining_through_one_seed_learns_everyone_and_everyone_learns_it() -> None:
+    nodes = cores(5, TEST)
+    newcomer = Membership(member(9), TEST, random.Random(9), 0.0)
+    everyone = [*nodes, newcomer]
+    sends = newcomer.join([nodes[0].me.address], 0.0)
+    assert [type(s.message) for s in sends] == [Sync]
+    deliver(everyone, sends, 0.0)
+    assert newcomer.live_count() == 6
+    # Gossip reaches nearly everyone at once; push-pull is the backstop for the rest.
+    run(everyone, 0.0, 2.5 * TEST.push_pull_interval)
+    assert all(status(n, newcomer) is Status.ALIVE for n in nodes)
+
+
+def test_catalog_versions_travel_and_are_spread_only_once_held() -> None:
+    a, b, _c = cores(3, TEST)
+    a.set_versions(record=3)
+    gossip = Gossip(a.id, (a.me,))
+    b.receive(gossip, 0.0)
+    adverts = b.adverts()
+    assert [(x.id, x.version, x.via) for x in adverts] == [(a.id, 3, a.me.address)]
+    assert [ch.kind for ch in b.changes()] == ["updated"]
+    # b does not pass the news on until it holds the record...
+    assert not any(
+        isinstance(s.message, Gossip) for s in b.tick(b.next_deadline() + TEST.gossip_interval)
+    )
+    b.hold_record(a.id, 3)
+    sent = b.tick(b.next_deadline() + 2 * TEST.gossip_interval)
+    assert any(
+        m.id == a.id and m.record == 3
+        for s in sent
+        if isinstance(s.message, Gossip)
+        for m in s.message.updates
+    )
+    a.set_versions(stats=8)  # stats versions are not gossiped on their own
+    assert a.me.stats == 8
+
+
+def test_message_sizes_count_what_they_carry() -> None:
+    m = member(1)
+    empty = Gossip(m.id, ())
+    full = Gossip(m.id, (m, m, m))
+    assert size_of(full) - size_of(empty) == 3 * (size_of(Gossip(m.id, (m,))) - size_of(empty))
+    assert size_of(Sync(m.id, m.address, (m,) * 10, True)) > 10 * len(m.id)
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    def trace(seed: int) -> list[tuple[str, str]]:
+        nodes = cores(6, TEST)
+        for i, n in enumerate(nodes):
+            n._rng = random.Random(seed * 100 + i)
+        run(nodes, 0.0, 0.4, drop={nodes[5].me.address})
+        return [(c.kind, c.member.name) for n in nodes for c in n.changes()]
+
+    assert trace(1) == trace(1)
