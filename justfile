@@ -22,6 +22,10 @@ fuzz:
 bench *args:
     python -m tests.bench.rpc {{args}}
 
+# the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite)
+sim *args:
+    python -m tests.sim --nodes 10000 {{args}}
+
 # a local demo mesh and its listing
 demo:
     meshctl demo

@@ -2,7 +2,7 @@
 
 from . import sync
 from ._client import Stream
-from ._config import ENV_VARS, PROFILES, Config, Limits, Timings
+from ._config import ENV_VARS, PROFILES, Config, Limits, MembershipSettings, Timings
 from ._context import CallContext, current_call
 from ._errors import (
     AuthenticationFailed,
@@ -16,6 +16,7 @@ from ._errors import (
     NoProvider,
     Overloaded,
     ProtocolError,
+    RecordTooLarge,
     RemoteError,
     TransportError,
     Unavailable,
@@ -52,6 +53,7 @@ __all__ = [
     "HistogramSnapshot",
     "IncompatibleVersion",
     "Limits",
+    "MembershipSettings",
     "MeshError",
     "MethodSpec",
     "MethodStatistics",
@@ -64,6 +66,7 @@ __all__ = [
     "ProtocolError",
     "Proxy",
     "ProxyMethod",
+    "RecordTooLarge",
     "RemoteError",
     "ServiceSpec",
     "ServiceStatistics",

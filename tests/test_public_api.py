@@ -15,7 +15,7 @@ from cli.main import meshctl
 def test_public_names() -> None:
     assert set(mesh.__all__) == {
         # configuration
-        "ENV_VARS", "PROFILES", "Config", "Limits", "Timings",
+        "ENV_VARS", "PROFILES", "Config", "Limits", "Timings", "MembershipSettings",
         # the node, services and calls
         "Node", "NodeStatistics", "PeerInfo", "Proxy", "ProxyMethod", "Stream",
         "service", "method", "stream", "current_call", "CallContext",
@@ -28,7 +28,7 @@ def test_public_names() -> None:
         "MeshError", "ConfigError", "ProtocolError", "TransportError", "ConnectError",
         "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
         "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
-        "AuthenticationFailed",
+        "AuthenticationFailed", "RecordTooLarge",
         # security
         "write_secret", "write_keypair",
         "__version__",
@@ -39,7 +39,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 16
+    assert len(errors) == 17
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)
