@@ -214,6 +214,11 @@ class Outgoing:
             deadlines.append((deadline, call_id))
             if self._deadline_timer is None or deadline < self._timer_at:
                 self._arm(loop, deadline)
+            elif len(deadlines) > 2 * len(self._pending) + 64:
+                # Settled calls stuck behind a slow one: keep the queue within twice
+                # the calls waiting (as asyncio does with its cancelled timers).
+                waiting = self._pending
+                self._deadlines = collections.deque(d for d in deadlines if d[1] in waiting)
         self._pending[call_id] = pending
         connection.outstanding += 1
         connection.pump.send([frame])
