@@ -55,6 +55,7 @@ import msgpack
 
 from ._config import MembershipSettings
 from ._errors import ProtocolError, RecordTooLarge
+from ._membership import MEMBERSHIP_SHARE as _MEMBERSHIP_SHARE
 from ._services import ServiceSpec
 from ._stats import ServiceStatistics
 
@@ -86,7 +87,7 @@ __all__ = [
 ]
 
 #: Shares of ``MembershipSettings.budget``: membership first, then records, then stats.
-MEMBERSHIP_SHARE: Final = 0.5
+MEMBERSHIP_SHARE: Final = _MEMBERSHIP_SHARE
 RECORD_SHARE: Final = 0.3
 STATS_SHARE: Final = 0.2
 

@@ -13,7 +13,8 @@ ZeroMQ), not UDP:
 - one-way and two-way partitions (``cut``/``heal``): messages are lost while cut;
 - nodes whose own loop stalls (``stall``): nothing runs on them for a while, then the
   messages that waited are handled first, then the timers (as asyncio does);
-- crashes (``crash``: no more answers, no signal, like a host that lost power), joins
+- crashes (``crash``: no more answers, no signal, like a host that lost power; ``kill``:
+  a process that dies on a live host, whose peers see their connections reset), joins
   through a seed, graceful leaves.
 
 Everything that happens is ordered by (time, sequence number) in one heap and every
@@ -143,6 +144,18 @@ class Network:
         node = self.nodes[index]
         node.running = False
         node.stopped = self.now
+
+    def kill(self, index: int) -> None:
+        """The node's process dies on a live host: the kernel resets its connections,
+        so every node that has one (that has sent it anything) gets "disconnected"."""
+        self.crash(index)
+        address = self.nodes[index].address
+        peers = sorted(src for src, dst in self._link_free if dst == index)
+        for src in peers:
+            peer = self.nodes[src]
+            if peer.running:
+                when = self.now + self.delay + self.rng.random() * self.jitter
+                self.at(when, lambda p=peer: self._sent(p, p.core.disconnected(address, self.now)))
 
     def leave(self, index: int, linger: float = 0.5) -> None:
         """A graceful leave: the node says so, then stops ``linger`` seconds later."""

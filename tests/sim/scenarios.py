@@ -1,13 +1,14 @@
 """Scenarios on the simulated network, and what they measure.
 
 :func:`standard` is the run that CI makes at 1,000 nodes and ``just sim`` at 10,000:
-a converged mesh, then one after another a join through one seed, a crash, 10%
+a converged mesh, then one after another a join through one seed, a crash (a host
+lost: no signal), a kill (a process dies: its peers see the connection reset), 10%
 message loss, a stalled node, a partition that heals, a graceful leave and a restart
 under the same name, each measured by a :class:`Tracker`:
 
 - join known by all: from the join until every running node lists the newcomer;
-- crash suspected by all / dead by all: until every running node has it suspect (or
-  dead) / dead;
+- crash (and kill) suspected by all / dead by all: until every running node has it
+  suspect (or dead) / dead;
 - false positives: a node that was running, not stalled past the suspicion time and
   not cut off, declared dead by anyone;
 - bytes per node per second, mean and max over nodes (against the budget).
@@ -151,6 +152,15 @@ def standard(
     say("crashed one node")
     t += step
     net.run_until(t)
+    # 2b. a process killed: its peers see the TCP reset
+    killed = net.nodes[nodes - 1]
+    tracker.expected_dead.add(killed.member.id)
+    net.kill(killed.index)
+    kill_suspected = tracker.watch("kill suspected by all", killed.member.id, ("suspect", "failed"))
+    kill_dead = tracker.watch("kill dead by all", killed.member.id, ("failed",))
+    say("killed one process")
+    t += step
+    net.run_until(t)
     # 3. 10% message loss, everywhere, for a while
     say("10% message loss")
     net.loss = 0.10
@@ -189,6 +199,7 @@ def standard(
 
     observers = [n for n in net.running()]
     crash_observers = [n for n in observers if n.index != victim.index]
+    kill_observers = [n for n in crash_observers if n.index != killed.index]
     join_observers = [n for n in observers if n.started <= join.start or n is newcomer]
     join_observers = [n for n in join_observers if n is not newcomer]
     old_observers = [n for n in observers if n is not restarted and n.index != victim.index]
@@ -200,6 +211,8 @@ def standard(
         "crash suspected by all (max)": suspected.all_seen_after(crash_observers),
         "crash dead by all (p50)": dead.percentile(crash_observers, 0.5),
         "crash dead by all (max)": dead.all_seen_after(crash_observers),
+        "kill suspected by all (max)": kill_suspected.all_seen_after(kill_observers),
+        "kill dead by all (max)": kill_dead.all_seen_after(kill_observers),
         "leave known by all (max)": left.all_seen_after(
             [n for n in old_observers if n is not leaver]
         ),
