@@ -7,25 +7,24 @@ No sockets, no asyncio, no clock: the node (or the simulator) calls
 Randomness comes from an injected ``random.Random``, so a seed replays a run.
 
 States of a member and what moves it (an update wins over the current state when its
-incarnation is higher, or equal and its state ranks higher: alive < suspect < dead/left)::
+incarnation is higher, or equal and its state ranks higher: alive < suspect < dead/left;
+the drawing is in docs/architecture.md, the details in docs/membership.md)::
 
-            join / alive(i)                      suspicion timed out
-    (new) ------------------> ALIVE --suspect--> SUSPECT --------------> DEAD
-                                ^                   |                      |
-                                +---- alive(i+1) ---+   (refuted by the    |
-                                |     (refutation)       member itself)    |
-                                +------------------ alive(i+1) ------------+
-            ALIVE / SUSPECT --leave (the member says so)--> LEFT
-            DEAD / LEFT --dead_ttl later--> (forgotten)
-            any --an alive member with the same name and address, another id--> (replaced)
+    (unknown) --alive--> ALIVE --probe fails, most relays nack / suspect heard--> SUSPECT
+    SUSPECT --alive(i+1): the member refuted--> ALIVE
+    SUSPECT --suspicion timer runs out / dead heard--> DEAD      ALIVE --dead heard--> DEAD
+    ALIVE, SUSPECT, DEAD --left(i+1), said by the member itself--> LEFT
+    DEAD, LEFT --alive(i+1)--> ALIVE           DEAD, LEFT --dead_ttl later--> (forgotten)
+    any --alive of another id with the same name and address--> (replaced at once)
 
 A member refutes a suspicion (or a death) about itself by raising its incarnation and
 gossiping ``alive``. Suspicion lasts from ``max`` down to ``min`` as independent
 confirmations arrive (Lifeguard); see :func:`suspicion_timeout`. A node's own health
-score (awareness, 0..awareness_max) rises when its probes fail without nacks or when it
-must refute a suspicion, and falls with each acknowledged probe; probe intervals and
-timeouts are multiplied by ``awareness + 1``, so a node that is itself slow stops
-accusing healthy peers.
+score (awareness, 0..awareness_max) rises when relays do not even nack its failed
+probes, when it must refute a suspicion about itself and when its loop stalls, and
+falls with each acknowledged probe; probe intervals and timeouts are multiplied by
+``awareness + 1``. A failed probe accuses its target only if at least half the relays
+nacked: when most are silent, this node is the likelier one to be cut off.
 
 The transport is TCP (ZeroMQ), so messages arrive late and in bursts rather than being
 lost: an ack is matched to its probe by sequence number and a late one is dropped; a
