@@ -144,23 +144,23 @@ def standard(
     # 2. a crash
     t += 5.0 * settings.probe_interval
     net.run_until(t)
+
+    def fail(node: SimNode, how: Callable[[int], None], name: str) -> tuple[Episode, Episode]:
+        """Stop ``node`` by ``how`` and watch the mesh notice; then give it the time."""
+        tracker.expected_dead.add(node.member.id)
+        how(node.index)
+        say(f"{name} one node")
+        suspected = tracker.watch(f"{name} suspected by all", node.member.id, ("suspect", "failed"))
+        dead = tracker.watch(f"{name} dead by all", node.member.id, ("failed",))
+        net.run_until(net.now + step)
+        return suspected, dead
+
     victim = net.nodes[1]
-    tracker.expected_dead.add(victim.member.id)
-    net.crash(victim.index)
-    suspected = tracker.watch("crash suspected by all", victim.member.id, ("suspect", "failed"))
-    dead = tracker.watch("crash dead by all", victim.member.id, ("failed",))
-    say("crashed one node")
-    t += step
-    net.run_until(t)
+    suspected, dead = fail(victim, net.crash, "crash")
     # 2b. a process killed: its peers see the TCP reset
     killed = net.nodes[nodes - 1]
-    tracker.expected_dead.add(killed.member.id)
-    net.kill(killed.index)
-    kill_suspected = tracker.watch("kill suspected by all", killed.member.id, ("suspect", "failed"))
-    kill_dead = tracker.watch("kill dead by all", killed.member.id, ("failed",))
-    say("killed one process")
-    t += step
-    net.run_until(t)
+    kill_suspected, kill_dead = fail(killed, net.kill, "kill")
+    t = net.now
     # 3. 10% message loss, everywhere, for a while
     say("10% message loss")
     net.loss = 0.10
