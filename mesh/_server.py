@@ -99,6 +99,74 @@ class _Limiter:
         self._running -= 1
 
 
+#: What asyncio's loop allows a timer to fire early by (it uses the same figure).
+_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
+
+
+class _DeadlineQueue:
+    """One timer for the deadlines that come in order (callers sharing a timeout).
+
+    A timer per call costs a handle and heap operations in Python. Deadlines leave
+    from the front once their block is done; a deadline earlier than the last queued
+    gets a timer of its own; done ones piling up behind a slow call are swept out
+    when they outnumber the live ones (as asyncio does with cancelled timers).
+    """
+
+    __slots__ = ("_at", "_live", "_queue", "_timer")
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[tuple[float, _Deadline]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = 0.0
+        self._live = 0
+
+    def add(self, loop: asyncio.AbstractEventLoop, deadline: _Deadline, when: float) -> bool:
+        """Queue ``deadline``; False if it comes before the last queued (not queued)."""
+        queue = self._queue
+        if queue and when < queue[-1][0]:
+            return False
+        queue.append((when, deadline))
+        self._live += 1
+        if self._timer is None or when < self._at:
+            self._arm(loop, when)
+        elif len(queue) > 2 * self._live + 64:
+            self._queue = collections.deque(q for q in queue if not q[1].done)
+        return True
+
+    def finished(self) -> None:
+        """A queued deadline's block is done."""
+        self._live -= 1
+        queue = self._queue
+        while queue and queue[0][1].done:
+            queue.popleft()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire, loop)
+        self._at = when
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Expire what is due (as call_at would: within the clock's resolution)."""
+        self._timer = None
+        queue = self._queue
+        due = loop.time() + _CLOCK_RESOLUTION
+        while queue and queue[0][0] < due:
+            deadline = queue.popleft()[1]
+            if not deadline.done:
+                deadline.on_timeout()
+        while queue and queue[0][1].done:
+            queue.popleft()
+        if queue:
+            self._arm(loop, queue[0][0])
+
+
 class _Deadline:
     """``asyncio.timeout_at`` for the per-call hot path, with the same semantics.
 
@@ -108,10 +176,12 @@ class _Deadline:
     coroutines and a ``current_task()`` lookup per call (measured, ~8% of the server).
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_task", "_when")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_queue", "_task", "done", "when")
 
-    def __init__(self, when: float | None) -> None:
-        self._when = when
+    def __init__(self, when: float | None, queue: _DeadlineQueue) -> None:
+        self.when = when
+        self.done = False
+        self._queue: _DeadlineQueue | None = queue
         self._expired = False
         self._handle: asyncio.Handle | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -128,12 +198,15 @@ class _Deadline:
             raise RuntimeError("a deadline must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        when = self._when
+        when = self.when
+        queue, self._queue = self._queue, None
         if when is not None:
             if when <= loop.time():
-                self._handle = loop.call_soon(self._on_timeout)
+                self._handle = loop.call_soon(self.on_timeout)
+            elif queue is not None and queue.add(loop, self, when):
+                self._queue = queue  # queued: tell it when done
             else:
-                self._handle = loop.call_at(when, self._on_timeout)
+                self._handle = loop.call_at(when, self.on_timeout)
         return self
 
     def __exit__(
@@ -142,15 +215,20 @@ class _Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.done = True
+        if self._queue is not None:
+            self._queue.finished()
+            self._queue = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        task, self._task = self._task, None  # a done deadline may wait in the queue a while
         if self._expired:
-            assert self._task is not None
-            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            assert task is not None
+            if task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc  # our cancellation, and no one else's
 
-    def _on_timeout(self) -> None:
+    def on_timeout(self) -> None:
         assert self._task is not None
         self._task.cancel()
         self._expired = True
@@ -169,6 +247,7 @@ class Dispatcher:
         self._stats: dict[tuple[str, str], MethodStats] = {}
         #: Sync handlers still running after their caller gave up.
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
+        self._deadlines = _DeadlineQueue()
 
     @property
     def abandoned(self) -> int:
@@ -232,6 +311,7 @@ class Dispatcher:
 
     async def aclose(self) -> None:
         """Stop the pool without waiting for abandoned sync handlers."""
+        self._deadlines.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # internals
@@ -269,7 +349,7 @@ class Dispatcher:
             )
         stats.started(started)
         error: str | None = None
-        timeout = _Deadline(context.deadline)
+        timeout = _Deadline(context.deadline, self._deadlines)
         try:
             with timeout:
                 await limiter.acquire()

@@ -126,6 +126,10 @@ async def test_each_call_times_out_at_its_own_deadline_in_any_order() -> None:
         for timeout, seconds in zip((0.2, 0.4, 0.4, 0.1, 0.6, 0.3), taken, strict=True):
             assert timeout - 0.01 < seconds < timeout + 0.3
         assert b.statistics().calls_outstanding == 0
+        # The provider's deadlines (one timer for those in order) ended every handler.
+        nap = lambda: a.statistics().services["sleepy"].methods["nap"]  # noqa: E731
+        await wait_until(lambda: nap().timeouts == 6)
+        assert a.statistics().calls_in_flight == 0
         assert await b.call("sleepy.nap", 0) is None  # answers still settle their calls
 
 
