@@ -53,7 +53,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 import msgpack
 
-from ._config import MembershipSettings
+from ._config import Limits, MembershipSettings
 from ._errors import ProtocolError, RecordTooLarge
 from ._membership import MEMBERSHIP_SHARE as _MEMBERSHIP_SHARE
 from ._services import ServiceSpec
@@ -81,6 +81,7 @@ __all__ = [
     "Stats",
     "StatsPull",
     "StatsReply",
+    "check_record",
     "method_loads",
     "services_from",
     "stats_interval",
@@ -124,7 +125,7 @@ _TARGET_RE: Final = re.compile(rf"{_IDENT}\.{_IDENT}")
 #: Docstrings longer than this are cut by :func:`services_from` (the wire allows more).
 DOC_LIMIT: Final = 2000
 #: Default largest encoded record, in bytes.
-MAX_RECORD_SIZE: Final = 32 * 1024
+MAX_RECORD_SIZE: Final = Limits().max_record_size
 
 
 class Advert(Protocol):
@@ -404,6 +405,25 @@ class Record:
     def size(self) -> int:
         """Encoded length in bytes (what :data:`MAX_RECORD_SIZE` bounds)."""
         return _packed_size(self.to_wire())
+
+
+def check_record(record: Record, limit: int) -> int:
+    """The encoded size of ``record``; :class:`RecordTooLarge` past ``limit`` (naming the
+    largest services), :class:`ProtocolError` if a peer could not read it."""
+    Record.from_wire(record.to_wire(), "this node's record")  # the rules peers apply
+    size = record.size()
+    if size > limit:
+        parts = sorted(((s.size(), s.name) for s in record.services), reverse=True)[:3]
+        largest = ", ".join(f"{name} ({n} bytes)" for n, name in parts)
+        raise RecordTooLarge(
+            f"the catalog record of node {record.name!r} would be {size} bytes, more than "
+            f"the limit of {limit}"
+            + (f"; the largest services: {largest}" if largest else "")
+            + " (shorten docstrings, or list fewer tags or topics)",
+            size=size,
+            limit=limit,
+        )
+    return size
 
 
 def services_from(
@@ -877,20 +897,7 @@ class Catalog:
         return version
 
     def _check(self, record: Record) -> int:
-        Record.from_wire(record.to_wire(), "this node's record")  # the rules peers apply
-        size = record.size()
-        if size > self.max_record_size:
-            parts = sorted(((s.size(), s.name) for s in record.services), reverse=True)[:3]
-            largest = ", ".join(f"{name} ({n} bytes)" for n, name in parts)
-            raise RecordTooLarge(
-                f"the catalog record of node {record.name!r} would be {size} bytes, more than "
-                f"the limit of {self.max_record_size}"
-                + (f"; the largest services: {largest}" if largest else "")
-                + " (shorten docstrings, or list fewer tags or topics)",
-                size=size,
-                limit=self.max_record_size,
-            )
-        return size
+        return check_record(record, self.max_record_size)
 
     # -- what this node holds ------------------------------------------------------------------
 

@@ -136,6 +136,9 @@ class Limits:
     #: Stream items a caller may have granted and not yet received; grants beyond it
     #: are capped (and counted).
     max_stream_credit: int = 1_024
+    #: Largest catalog record (a node's listing: services, methods, docstrings, tags),
+    #: encoded; a registration that would pass it is refused with RecordTooLarge.
+    max_record_size: int = 32 * 1024
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
