@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -329,33 +330,34 @@ class _Relay:
 @dataclass(slots=True)
 class _Queued:
     member: Member
-    order: int
     transmits: int = 0
 
 
 class _Broadcasts:
-    """Updates waiting to be gossiped, each sent a bounded number of times: the least
-    sent first, the newest first among those (memberlist's transmit-limited queue), and
-    this node's own news before anything. A newer update about a member replaces the
-    older one."""
+    """Updates waiting to be gossiped, each sent a bounded number of times: this node's
+    own news first, then the least sent, the newest first among those (memberlist's
+    transmit-limited queue). A newer update about a member replaces the older one.
+
+    Kept in one bucket per transmit count (each in insertion order), so taking a few
+    updates costs what is taken, not the length of the queue."""
 
     def __init__(self, own_id: str) -> None:
         self._own_id = own_id
-        self._queue: dict[str, _Queued] = {}
-        self._order = 0
+        self._queued: dict[str, _Queued] = {}
+        self._buckets: list[dict[str, _Queued]] = [{}]
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queued)
 
     def add(self, member: Member) -> None:
         """News: sent ``limit`` times from now on."""
-        self._order += 1
-        self._queue.pop(member.id, None)
-        self._queue[member.id] = _Queued(member, self._order)
+        self._drop(member.id)
+        queued = self._queued[member.id] = _Queued(member)
+        self._buckets[0][member.id] = queued
 
     def refresh(self, member: Member) -> None:
         """A detail changed (another accuser): send the newer one, as often as left."""
-        queued = self._queue.get(member.id)
+        queued = self._queued.get(member.id)
         if queued is None:
             self.add(member)
         else:
@@ -363,24 +365,47 @@ class _Broadcasts:
 
     def take(self, budget: int, limit: int) -> tuple[Member, ...]:
         """Up to ``budget`` bytes of updates; each counts one transmission."""
-        if not self._queue or budget <= 0:
+        if not self._queued or budget <= 0:
             return ()
-        chosen: list[Member] = []
+        chosen: list[_Queued] = []
         spent = 0
-        for queued in sorted(self._queue.values(), key=self._rank):
+        own = self._queued.get(self._own_id)
+        candidates = [own] if own is not None else []
+        for bucket in self._buckets:
+            for queued in reversed(bucket.values()):
+                candidates.append(queued)
+                if len(candidates) > budget // 16:  # no update is smaller than that
+                    break
+            else:
+                continue
+            break
+        for index, queued in enumerate(candidates):
+            if index and queued is own:
+                continue  # already first
             size = _member_size(queued.member)
             if spent + size > budget:
                 break
             spent += size
-            chosen.append(queued.member)
-            queued.transmits += 1
-            if queued.transmits >= limit:
-                del self._queue[queued.member.id]
-        return tuple(chosen)
+            chosen.append(queued)
+        for queued in chosen:
+            self._move(queued, limit)
+        return tuple(q.member for q in chosen)
 
-    def _rank(self, queued: _Queued) -> tuple[int, int]:
-        own = queued.member.id == self._own_id
-        return (-1 if own else queued.transmits, -queued.order)
+    def _move(self, queued: _Queued, limit: int) -> None:
+        id = queued.member.id
+        del self._buckets[queued.transmits][id]
+        queued.transmits += 1
+        if queued.transmits >= limit:
+            del self._queued[id]
+            return
+        while len(self._buckets) <= queued.transmits:
+            self._buckets.append({})
+        self._buckets[queued.transmits][id] = queued
+
+    def _drop(self, id: str) -> None:
+        queued = self._queued.pop(id, None)
+        if queued is not None:
+            del self._buckets[queued.transmits][id]
 
 
 # -- the core ------------------------------------------------------------------------------
@@ -421,6 +446,7 @@ class Membership:
         self._live_count = len(self._live)
         self._since: dict[str, float] = {}  # status changes seen here, by member id
         self._suspicions: dict[str, _Suspicion] = {}
+        self._suspicion_timers: list[tuple[float, str]] = []  # a heap; stale entries skipped
         self._gone: dict[str, float] = {}  # dead and left: id -> since, until dead_ttl
         self._held: dict[str, int] = {}  # catalog record versions held, by member id
         self._broadcasts = _Broadcasts(me.id)
@@ -483,11 +509,18 @@ class Membership:
             deadline = min(deadline, probe.ends_at if probe.indirect else probe.timeout_at)
         for relay in self._relays.values():
             deadline = min(deadline, relay.deadline)
-        for suspicion in self._suspicions.values():
-            deadline = min(deadline, suspicion.deadline)
-        if self._gone:
-            deadline = min(deadline, min(self._gone.values()) + self.settings.dead_ttl)
+        timers = self._suspicion_timers
+        while timers and not self._current(timers[0]):
+            heapq.heappop(timers)
+        if timers:
+            deadline = min(deadline, timers[0][0])
+        if self._gone:  # in the order they went, so the first is the oldest
+            deadline = min(deadline, next(iter(self._gone.values())) + self.settings.dead_ttl)
         return deadline
+
+    def _current(self, timer: tuple[float, str]) -> bool:
+        suspicion = self._suspicions.get(timer[1])
+        return suspicion is not None and suspicion.deadline == timer[0]
 
     def _done(self, out: list[Send]) -> list[Send]:
         self._expected_tick = self._deadline()
@@ -637,6 +670,8 @@ class Membership:
                 relay.deadline += stall
             for suspicion in self._suspicions.values():
                 suspicion.deadline += stall
+            self._suspicion_timers = [(x.deadline, i) for i, x in self._suspicions.items()]
+            heapq.heapify(self._suspicion_timers)
 
     def _raise_awareness(self, delta: int) -> None:
         self.awareness = max(0, min(self.settings.awareness_max, self.awareness + delta))
@@ -737,14 +772,20 @@ class Membership:
             self._send(out, relay.reply_to, Nack(relay.seq, self.id))
 
     def _run_suspicions(self, now: float) -> None:
-        for id in [i for i, s in self._suspicions.items() if now >= s.deadline]:
-            member = self._members[id]
-            dead = self._set(member, member.incarnation, Status.DEAD, self.id, now)
-            self._broadcasts.add(dead)
+        timers = self._suspicion_timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)
+            if self._current(timer):
+                member = self._members[timer[1]]
+                dead = self._set(member, member.incarnation, Status.DEAD, self.id, now)
+                self._broadcasts.add(dead)
 
     def _purge(self, now: float) -> None:
         ttl = self.settings.dead_ttl
-        for id in [i for i, since in self._gone.items() if now >= since + ttl]:
+        while self._gone:
+            id, since = next(iter(self._gone.items()))
+            if now < since + ttl:
+                return
             member = self._members[id]
             self._forget(member)
             self._changes.append(Change("forgotten", member, now))
@@ -896,6 +937,7 @@ class Membership:
         """Another accuser of a suspect: the suspicion shrinks, and the news spreads."""
         suspicion = self._suspicions.get(member.id)
         if accuser and suspicion is not None and suspicion.confirm(accuser):
+            heapq.heappush(self._suspicion_timers, (suspicion.deadline, member.id))
             self._broadcasts.refresh(self._replace(member, by=accuser))
 
     def _suspect(self, member: Member, incarnation: int, by: str, now: float) -> None:
@@ -909,6 +951,7 @@ class Membership:
         deadline = now + (low if expected == 0 else high)
         suspect = self._set(member, incarnation, Status.SUSPECT, accuser, now)
         self._suspicions[member.id] = _Suspicion(now, low, high, expected, [accuser], deadline)
+        heapq.heappush(self._suspicion_timers, (deadline, member.id))
         self._broadcasts.add(suspect)
 
     # -- the table ----------------------------------------------------------------------
@@ -945,6 +988,7 @@ class Membership:
         self._since[member.id] = now
         if status in (Status.DEAD, Status.LEFT):
             self._live_count -= before <= Status.SUSPECT
+            self._gone.pop(member.id, None)  # keep them in the order they went
             self._gone[member.id] = now
             self._changes.append(Change("failed" if status is Status.DEAD else "left", new, now))
         elif status is Status.SUSPECT:

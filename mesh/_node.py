@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
+from ._catalog import Record, check_record, services_from
 from ._client import Connection, Outgoing, Stream
 from ._config import Config
 from ._context import CallContext
@@ -31,13 +32,14 @@ from ._errors import (
     NoProvider,
     Overloaded,
     ProtocolError,
+    RecordTooLarge,
     RemoteError,
     TransportError,
     Unavailable,
     error_to_wire,
 )
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
-from ._keys import encode_key
+from ._keys import encode_key, z85_encode
 from ._security import Security
 from ._server import Credit, Dispatcher
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
@@ -331,8 +333,34 @@ class Node:
     def add_service(
         self, obj: object, *, name: str | None = None, version: str | None = None
     ) -> ServiceSpec:
-        """Offer a ``@service`` instance, or a function as ``name="service.method"``."""
-        return self._services.add(obj, name=name, version=version)
+        """Offer a ``@service`` instance, or a function as ``name="service.method"``.
+
+        Raises :class:`RecordTooLarge` (and offers nothing) if this node's listing would
+        pass ``config.limits.max_record_size``."""
+        spec = self._services.add(obj, name=name, version=version)
+        try:
+            check_record(self.listing(), self.config.limits.max_record_size)
+        except RecordTooLarge:
+            self._services.remove(spec.name)
+            raise
+        return spec
+
+    def listing(self) -> Record:
+        """This node's catalog record as peers will see it: who it is, where (once
+        started), its services with their methods, signatures and docstrings."""
+        addresses = {}
+        if self._router is not None:
+            addresses = {"rpc": self.address, "pub": self.pub_address}
+        key = self.public_key
+        return Record(
+            self.id,
+            self.name,
+            self.mesh,
+            addresses=addresses,
+            protocol=(PROTOCOL_MIN, PROTOCOL_MAX),
+            public_key=None if key is None else z85_encode(key),
+            services=services_from(self._services),
+        )
 
     def remove_service(self, name: str) -> None:
         """Stop offering service ``name`` (calls already running finish)."""

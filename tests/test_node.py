@@ -460,3 +460,21 @@ async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSo
                 async for _ in items:
                     pass
         await asyncio.wait_for(served, 5)
+
+
+async def test_a_service_too_large_to_list_is_refused_at_registration() -> None:
+    limits = mesh.Limits(max_record_size=2_000)
+
+    def documented(text: str) -> str:
+        return text
+
+    documented.__doc__ = "Explains itself at length. " * 60  # about 1,600 bytes listed
+
+    async with node("a", limits=limits) as a:
+        a.add_service(documented, name="wordy.first")
+        with pytest.raises(mesh.RecordTooLarge, match=r"wordy2 \(\d+ bytes\)") as caught:
+            a.add_service(documented, name="wordy2.second")
+        assert caught.value.size > caught.value.limit == 2_000
+        assert set(a.services) == {"wordy"}  # the refused one is not half-registered
+        assert a.listing().size() <= 2_000
+        assert await a.call("wordy.first", "still here") == "still here"
