@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from ._context import _current
+from ._deadlines import DeadlineQueue
 from ._errors import CallTimeout, MeshError, ProtocolError, Unavailable, error_from_wire
 from ._transport import MonitorEvent, Pump
 from ._wire import Call, Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from ._node import PeerInfo
 
 __all__ = ["Connection", "Outgoing", "Stream"]
-
-#: What asyncio's loop allows a timer to fire early by (it uses the same figure).
-_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
 
 #: Stream items a caller takes before it must grant more.
 DEFAULT_WINDOW: Final = 64
@@ -154,14 +152,9 @@ class Outgoing:
         self._codec = codec
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        # Deadlines in the order they were set. Calls mostly share one timeout, so
-        # their deadlines come in order and one timer serves the queue: a timer per
-        # call costs a handle and heap operations in Python (~2 us a call, measured).
-        # Settled calls leave it from the front; a deadline earlier than the last
-        # queued gets a timer of its own.
-        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        # One timer for the call ids whose deadlines come in order (calls sharing a
+        # timeout); a deadline earlier than the last queued gets a timer of its own.
+        self._deadlines = DeadlineQueue(self._expire, self._pending.__contains__)
         #: Answers that matched no call of their connection (late, forged, misrouted).
         self.dropped_answers = 0
 
@@ -207,18 +200,8 @@ class Outgoing:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         pending = _Pending(connection, target, future)
-        deadlines = self._deadlines
-        if deadlines and deadline < deadlines[-1][0]:
+        if not self._deadlines.add(loop, deadline, call_id):
             pending.timer = loop.call_at(deadline, self._expire, call_id)
-        else:
-            deadlines.append((deadline, call_id))
-            if self._deadline_timer is None or deadline < self._timer_at:
-                self._arm(loop, deadline)
-            elif len(deadlines) > 2 * len(self._pending) + 64:
-                # Settled calls stuck behind a slow one: keep the queue within twice
-                # the calls waiting (as asyncio does with its cancelled timers).
-                waiting = self._pending
-                self._deadlines = collections.deque(d for d in deadlines if d[1] in waiting)
         self._pending[call_id] = pending
         connection.outstanding += 1
         connection.pump.send([frame])
@@ -323,10 +306,7 @@ class Outgoing:
         for call_id, pending in list(self._pending.items()):
             del self._pending[call_id]
             self._fail(pending, call_id, MeshError(reason))
-        self._deadlines.clear()
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._deadlines.close()
 
     def _violation(self, call_id: int, pending: _Pending, what: str) -> None:
         """The peer broke the protocol for this call: fail it and tell the peer to stop."""
@@ -334,30 +314,6 @@ class Outgoing:
         peer = pending.connection.peer.name if pending.connection.peer else ""
         self._fail(pending, call_id, ProtocolError(f"{pending.target}: peer {peer!r} {what}"))
         pending.connection.pump.send([self._codec.encode(Cancel(call_id))])
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer = loop.call_at(when, self._expire_due, loop)
-        self._timer_at = when
-
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The queue's timer: expire every call whose deadline came (as call_at would
-        have: due within the clock's resolution), then wait for the next one."""
-        self._deadline_timer = None
-        deadlines = self._deadlines
-        due = loop.time() + _CLOCK_RESOLUTION
-        while deadlines and deadlines[0][0] < due:
-            self._expire(deadlines.popleft()[1])  # a settled call is no longer pending
-        self._drop_settled()
-        if deadlines:
-            self._arm(loop, deadlines[0][0])
-
-    def _drop_settled(self) -> None:
-        """Forget the deadlines of settled calls at the front of the queue."""
-        deadlines, pending = self._deadlines, self._pending
-        while deadlines and deadlines[0][1] not in pending:
-            deadlines.popleft()
 
     def _expire(self, call_id: int) -> None:
         pending = self._pending.pop(call_id, None)
@@ -386,4 +342,5 @@ class Outgoing:
         pending.connection.outstanding -= 1
         if pending.timer is not None:
             pending.timer.cancel()
-        self._drop_settled()
+        elif pending.stream is None:
+            self._deadlines.finished()  # its deadline was queued

@@ -15,12 +15,14 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import operator
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
 from ._context import CallContext, _current
+from ._deadlines import DeadlineQueue
 from ._errors import CallTimeout, MeshError, NoProvider, Overloaded, UnknownMethod
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import MethodStats, ServiceStatistics
@@ -99,74 +101,6 @@ class _Limiter:
         self._running -= 1
 
 
-#: What asyncio's loop allows a timer to fire early by (it uses the same figure).
-_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
-
-
-class _DeadlineQueue:
-    """One timer for the deadlines that come in order (callers sharing a timeout).
-
-    A timer per call costs a handle and heap operations in Python. Deadlines leave
-    from the front once their block is done; a deadline earlier than the last queued
-    gets a timer of its own; done ones piling up behind a slow call are swept out
-    when they outnumber the live ones (as asyncio does with cancelled timers).
-    """
-
-    __slots__ = ("_at", "_live", "_queue", "_timer")
-
-    def __init__(self) -> None:
-        self._queue: collections.deque[tuple[float, _Deadline]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._at = 0.0
-        self._live = 0
-
-    def add(self, loop: asyncio.AbstractEventLoop, deadline: _Deadline, when: float) -> bool:
-        """Queue ``deadline``; False if it comes before the last queued (not queued)."""
-        queue = self._queue
-        if queue and when < queue[-1][0]:
-            return False
-        queue.append((when, deadline))
-        self._live += 1
-        if self._timer is None or when < self._at:
-            self._arm(loop, when)
-        elif len(queue) > 2 * self._live + 64:
-            self._queue = collections.deque(q for q in queue if not q[1].done)
-        return True
-
-    def finished(self) -> None:
-        """A queued deadline's block is done."""
-        self._live -= 1
-        queue = self._queue
-        while queue and queue[0][1].done:
-            queue.popleft()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._queue.clear()
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(when, self._fire, loop)
-        self._at = when
-
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Expire what is due (as call_at would: within the clock's resolution)."""
-        self._timer = None
-        queue = self._queue
-        due = loop.time() + _CLOCK_RESOLUTION
-        while queue and queue[0][0] < due:
-            deadline = queue.popleft()[1]
-            if not deadline.done:
-                deadline.on_timeout()
-        while queue and queue[0][1].done:
-            queue.popleft()
-        if queue:
-            self._arm(loop, queue[0][0])
-
-
 class _Deadline:
     """``asyncio.timeout_at`` for the per-call hot path, with the same semantics.
 
@@ -176,12 +110,13 @@ class _Deadline:
     coroutines and a ``current_task()`` lookup per call (measured, ~8% of the server).
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_queue", "_task", "done", "when")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_queue", "_task", "pending", "when")
 
-    def __init__(self, when: float | None, queue: _DeadlineQueue) -> None:
+    def __init__(self, when: float | None, queue: DeadlineQueue[_Deadline]) -> None:
         self.when = when
-        self.done = False
-        self._queue: _DeadlineQueue | None = queue
+        #: Until the block is left (a queued deadline of a done block is not expired).
+        self.pending = True
+        self._queue: DeadlineQueue[_Deadline] | None = queue
         self._expired = False
         self._handle: asyncio.Handle | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -203,7 +138,7 @@ class _Deadline:
         if when is not None:
             if when <= loop.time():
                 self._handle = loop.call_soon(self.on_timeout)
-            elif queue is not None and queue.add(loop, self, when):
+            elif queue is not None and queue.add(loop, when, self):
                 self._queue = queue  # queued: tell it when done
             else:
                 self._handle = loop.call_at(when, self.on_timeout)
@@ -215,7 +150,7 @@ class _Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.done = True
+        self.pending = False
         if self._queue is not None:
             self._queue.finished()
             self._queue = None
@@ -247,7 +182,7 @@ class Dispatcher:
         self._stats: dict[tuple[str, str], MethodStats] = {}
         #: Sync handlers still running after their caller gave up.
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
-        self._deadlines = _DeadlineQueue()
+        self._deadlines = DeadlineQueue(_Deadline.on_timeout, operator.attrgetter("pending"))
 
     @property
     def abandoned(self) -> int:
