@@ -16,7 +16,7 @@ import sys
 
 from mesh._config import PROFILES
 
-from .scenarios import standard
+from .scenarios import ISLAND, standard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="change one MembershipSettings field of the profile",
     )
+    parser.add_argument(
+        "--island",
+        type=int,
+        default=ISLAND,
+        help=f"nodes the partition cuts off, at most (default {ISLAND}; 0: a tenth)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
@@ -40,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         field, _, value = item.partition("=")
         changes[field] = ast.literal_eval(value)
     settings = dataclasses.replace(PROFILES[args.profile].membership, **changes)
-    report = standard(args.nodes, args.seed, args.profile, settings, progress=progress)
+    report = standard(
+        args.nodes, args.seed, args.profile, settings, progress=progress, island_size=args.island
+    )
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=2))
     else:
