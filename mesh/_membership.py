@@ -913,16 +913,7 @@ class Membership:
                 # The same node restarted (same name and address, new id): replace it now.
                 self._forget(old)
                 self._changes.append(Change("replaced", old, now))
-        member = Member(
-            update.id,
-            update.name,
-            update.address,
-            update.incarnation,
-            Status.ALIVE,
-            "",
-            update.record,
-            update.stats,
-        )
+        member = update._replace(by="")  # an alive update: only an accuser to drop
         self._members[member.id] = member
         self._by_address.setdefault(member.address, member.id)
         self._since[member.id] = now
