@@ -936,7 +936,7 @@ class Membership:
         accuser = by or self.id
         low, high = suspicion_bounds(self.settings, self.live_count())
         # Lifeguard: expect k = suspicion_mult - 2 confirmations, none in tiny meshes.
-        expected = self.settings.suspicion_mult - 2
+        expected = max(0, self.settings.suspicion_mult - 2)
         if self.live_count() - 2 < expected:
             expected = 0
         deadline = now + (low if expected == 0 else high)

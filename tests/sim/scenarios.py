@@ -100,6 +100,8 @@ class Report:
     wall: float
     figures: dict[str, float | None]
     false_positives: int
+    #: Each phase of the campaign (its name and start) with the false positives in it.
+    false_positives_by_phase: dict[str, int]
     bytes_per_node_s_mean: float
     bytes_per_node_s_max: float
     budget: int
@@ -116,6 +118,9 @@ class Report:
             shown = "never" if value is None else f"{value:.2f} s"
             out.append(f"  {name:<40} {shown}")
         out.append(f"  {'false positives (healthy declared dead)':<40} {self.false_positives}")
+        for phase, count in self.false_positives_by_phase.items():
+            if count:
+                out.append(f"    {'during ' + phase:<38} {count}")
         out.append(
             f"  {'bytes per node per second':<40} mean {self.bytes_per_node_s_mean:,.0f}, "
             f"max {self.bytes_per_node_s_max:,.0f} (budget {self.budget:,})"
@@ -140,7 +145,10 @@ def standard(
     step = max(10.0, 2.5 * low)  # each fault gets time to be suspected and declared dead
     t = 5.0 * settings.probe_interval
 
+    phases: list[tuple[float, str]] = []
+
     def say(text: str) -> None:
+        phases.append((net.now, text))
         if progress is not None:
             progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
 
@@ -237,12 +245,24 @@ def standard(
         wall=time.perf_counter() - started,
         figures=figures,
         false_positives=len(tracker.false_positives),
+        false_positives_by_phase=_by_phase(tracker.false_positives, phases),
         bytes_per_node_s_mean=sum(rates) / len(rates),
         bytes_per_node_s_max=max(rates),
         budget=settings.budget,
         delivered=net.delivered,
         lost=net.lost,
     )
+
+
+def _by_phase(
+    found: list[tuple[float, int, str]], phases: list[tuple[float, str]]
+) -> dict[str, int]:
+    counts = {f"{text} ({start:.0f} s)": 0 for start, text in phases}
+    keys = list(counts)
+    for at, _, _ in found:
+        index = max((i for i, (start, _) in enumerate(phases) if start <= at), default=0)
+        counts[keys[index]] += 1
+    return counts
 
 
 def _suspicion_min(settings: MembershipSettings, nodes: int) -> tuple[float, float]:
