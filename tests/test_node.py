@@ -476,5 +476,8 @@ async def test_a_service_too_large_to_list_is_refused_at_registration() -> None:
             a.add_service(documented, name="wordy2.second")
         assert caught.value.size > caught.value.limit == 2_000
         assert set(a.services) == {"wordy"}  # the refused one is not half-registered
-        assert a.listing().size() <= 2_000
+        listing = a.listing()
+        assert listing.size() <= 2_000
+        assert listing.addresses["rpc"] == a.address  # what peers will dial
+        assert [m.name for m in listing.services[0].methods] == ["first"]
         assert await a.call("wordy.first", "still here") == "still here"

@@ -54,9 +54,7 @@ class SimNode:
     #: The time of the tick in the heap that is current (older ones are stale).
     tick_at: float = -1.0
     bytes_sent: int = 0
-    messages_sent: int = 0
     started: float = 0.0
-    stopped: float | None = None
     #: Messages that arrived while the loop was stalled, in arrival order.
     waiting: list[Message] = field(default_factory=list)
 
@@ -143,7 +141,6 @@ class Network:
         """The node stops answering, with no signal to anyone (a host that lost power)."""
         node = self.nodes[index]
         node.running = False
-        node.stopped = self.now
 
     def kill(self, index: int) -> None:
         """The node's process dies on a live host: the kernel resets its connections,
@@ -238,7 +235,6 @@ class Network:
         rng = self.rng
         for send in sends:
             node.bytes_sent += send.size
-            node.messages_sent += 1
             target = self._by_address.get(send.to)
             if target is None:
                 continue

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesh._config import PROFILES, MembershipSettings
-from mesh._membership import Change, Status
+from mesh._membership import Change, suspicion_bounds
 
 from .network import Network, SimNode
 
@@ -141,7 +141,7 @@ def standard(
     started = time.perf_counter()
     net = Network(nodes, settings, seed)
     tracker = Tracker(net)
-    low, _ = _suspicion_min(settings, nodes)
+    low, _ = suspicion_bounds(settings, nodes)
     step = max(10.0, 2.5 * low)  # each fault gets time to be suspected and declared dead
     t = 5.0 * settings.probe_interval
 
@@ -213,12 +213,12 @@ def standard(
     t += 5.0 * settings.probe_interval
     net.run_until(t)
 
-    observers = [n for n in net.running()]
+    observers = net.running()
     crash_observers = [n for n in observers if n.index != victim.index]
     kill_observers = [n for n in crash_observers if n.index != killed.index]
-    join_observers = [n for n in observers if n.started <= join.start or n is newcomer]
-    join_observers = [n for n in join_observers if n is not newcomer]
-    old_observers = [n for n in observers if n is not restarted and n.index != victim.index]
+    join_observers = [n for n in observers if n.started <= join.start and n is not newcomer]
+    # Those that were there before the leave and the restart (and are still running).
+    settled = [n for n in observers if n is not restarted and n is not leaver]
     figures: dict[str, float | None] = {
         "join known by all (p50)": join.percentile(join_observers, 0.5),
         "join known by all (p99)": join.percentile(join_observers, 0.99),
@@ -229,12 +229,8 @@ def standard(
         "crash dead by all (max)": dead.all_seen_after(crash_observers),
         "kill suspected by all (max)": kill_suspected.all_seen_after(kill_observers),
         "kill dead by all (max)": kill_dead.all_seen_after(kill_observers),
-        "leave known by all (max)": left.all_seen_after(
-            [n for n in old_observers if n is not leaver]
-        ),
-        "restart replaced everywhere (max)": replaced.all_seen_after(
-            [n for n in old_observers if n is not leaver]
-        ),
+        "leave known by all (max)": left.all_seen_after(settled),
+        "restart replaced everywhere (max)": replaced.all_seen_after(settled),
     }
     rates = [n.bytes_sent / max(1e-9, net.now - n.started) for n in net.nodes]
     return Report(
@@ -262,17 +258,4 @@ def _by_phase(
     for at, _, _ in found:
         index = max((i for i, (start, _) in enumerate(phases) if start <= at), default=0)
         counts[keys[index]] += 1
-    return counts
-
-
-def _suspicion_min(settings: MembershipSettings, nodes: int) -> tuple[float, float]:
-    from mesh._membership import suspicion_bounds
-
-    return suspicion_bounds(settings, nodes)
-
-
-def status_counts(net: Network, observer: SimNode) -> dict[Status, int]:
-    counts = dict.fromkeys(Status, 0)
-    for member in observer.core.members():
-        counts[member.status] += 1
     return counts
