@@ -65,6 +65,23 @@ def _optional_interface(label: str, value: object) -> str | None:
     return text
 
 
+def _interfaces(label: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, tuple | list):
+        raise ConfigError(
+            f"{label}: expected a list of interface names or addresses, got {value!r}"
+        )
+    checked = tuple(_optional_interface(label, item) or "" for item in value)
+    if "" in checked:
+        raise ConfigError(f"{label}: expected interface names or addresses, got {value!r}")
+    return checked
+
+
+def _flag(label: str, value: object) -> bool:
+    if type(value) is not bool:
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
+    return value
+
+
 def _port(label: str, value: object) -> int:
     if type(value) is not int or not 0 <= value <= 65535:
         raise ConfigError(f"{label}: expected a port number 0..65535, got {value!r}")
@@ -274,6 +291,13 @@ class Config:
     pub_port: int = 0
     #: Network interface for discovery (zeroconf); None means loopback only.
     interface: str | None = None
+    #: Interfaces (names such as ``eth0``, or IPv4 addresses) that discovery announces
+    #: and browses on, with ``interface``; none at all means loopback only.
+    interfaces: tuple[str, ...] = ()
+    #: Gossip (membership and catalog ROUTER) port; 0 picks a free one.
+    gossip_port: int = 0
+    #: Find peers with zeroconf (mDNS) on ``interfaces``; seeds work either way.
+    discovery: bool = True
     #: Host name or IP that peers should use to reach this node, when ``host``
     #: is a wildcard such as ``0.0.0.0``.
     advertise: str | None = None
@@ -312,6 +336,12 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
+
+    @property
+    def discovery_interfaces(self) -> tuple[str, ...]:
+        """Where zeroconf runs: ``interface`` and ``interfaces``, else loopback."""
+        chosen = (*((self.interface,) if self.interface else ()), *self.interfaces)
+        return tuple(dict.fromkeys(chosen)) or ("127.0.0.1",)
 
     @property
     def advertised_host(self) -> str:
@@ -358,6 +388,9 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "port": _port,
     "pub_port": _port,
     "interface": _optional_interface,
+    "interfaces": _interfaces,
+    "gossip_port": _port,
+    "discovery": _flag,
     "advertise": _optional_host,
     "seeds": _seeds,
     "workers": _positive_int,
@@ -373,6 +406,15 @@ def _split_seeds(raw: str) -> list[str]:
     return [s for s in re.split(r"[,\s]+", raw) if s]
 
 
+def _on_off(raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "on", "true", "yes"}:
+        return True
+    if value in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError(f"expected on or off, got {raw!r}")
+
+
 def _int(raw: str) -> int:
     if not re.fullmatch(r"-?[0-9]+", raw):
         raise ValueError(f"expected an integer, got {raw!r}")
@@ -386,7 +428,9 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_HOST": ("host", str),
     "MESH_PORT": ("port", _int),
     "MESH_PUB_PORT": ("pub_port", _int),
-    "MESH_INTERFACE": ("interface", str),
+    "MESH_INTERFACE": ("interfaces", _split_seeds),
+    "MESH_GOSSIP_PORT": ("gossip_port", _int),
+    "MESH_DISCOVERY": ("discovery", _on_off),
     "MESH_ADVERTISE": ("advertise", str),
     "MESH_SEEDS": ("seeds", _split_seeds),
     "MESH_PROFILE": ("profile", str),

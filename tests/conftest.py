@@ -8,6 +8,11 @@ from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.leaks", "tests.lan"]
 
+# Nodes built from the environment do not run zeroconf unless a test asks for it: tests
+# that use discovery set ``discovery=True`` and an interface of their own namespace LAN
+# (or loopback), so test meshes never find each other or anything outside.
+os.environ["MESH_DISCOVERY"] = "off"
+
 # This machine is noisy (2 shared cores): no per-example deadlines.
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(

@@ -79,7 +79,9 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_HOST": "10.0.0.5",
         "MESH_PORT": "7000",
         "MESH_PUB_PORT": "7001",
-        "MESH_INTERFACE": "eth0",
+        "MESH_INTERFACE": "eth0, 10.0.0.5",
+        "MESH_GOSSIP_PORT": "7002",
+        "MESH_DISCOVERY": "off",
         "MESH_ADVERTISE": "worker-1.lan",
         "MESH_SEEDS": "tcp://10.0.0.1:7000, tcp://10.0.0.2:7000#KEY",
         "MESH_PROFILE": "local",
@@ -97,7 +99,9 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         host="10.0.0.5",
         port=7000,
         pub_port=7001,
-        interface="eth0",
+        interfaces=("eth0", "10.0.0.5"),
+        gossip_port=7002,
+        discovery=False,
         advertise="worker-1.lan",
         seeds=("tcp://10.0.0.1:7000", "tcp://10.0.0.2:7000#KEY"),
         profile="local",
@@ -106,6 +110,18 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         keys_dir=tmp_path / "keys",
         limits=Limits(max_message_size=1048576, max_calls_per_peer=50),
     )
+
+
+def test_discovery_runs_on_the_chosen_interfaces_else_loopback() -> None:
+    assert Config().discovery_interfaces == ("127.0.0.1",)
+    assert Config(interface="eth0", interfaces=("eth1", "eth0")).discovery_interfaces == (
+        "eth0",
+        "eth1",
+    )
+    with pytest.raises(ConfigError, match="MESH_DISCOVERY: expected on or off"):
+        Config.from_env({"MESH_DISCOVERY": "maybe"})
+    with pytest.raises(ConfigError, match="interfaces: expected a list"):
+        Config(interfaces="eth0")  # type: ignore[arg-type]
 
 
 def test_from_env_ignores_unset_and_empty_and_applies_overrides() -> None:
