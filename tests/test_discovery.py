@@ -615,3 +615,35 @@ def test_two_hosts_find_each_other_on_eth0(lan_factory: Callable[[int], Lan]) ->
         print(f"\nLAN: {host.name} found {other.name} in {result['elapsed']:.3f} s")
         assert result["elapsed"] < FIND_LIMIT
         assert result["stats"]["malformed"] == result["stats"]["other_mesh"] == 0
+
+
+NOT_HERE = """
+import asyncio, secrets
+from mesh._discovery import Discovery, Sighting
+
+async def main():
+    me = Sighting(secrets.token_hex(16), "x", "m", (1, 1), "tcp://127.0.0.1:1",
+                  "tcp://127.0.0.1:2", "tcp://127.0.0.1:3")
+    d = Discovery(me, ["10.1.2.3"], print)
+    try:
+        await d.start()
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    await d.aclose()
+    print(len(asyncio.all_tasks()))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.lan
+def test_an_address_this_host_lacks(lan_factory: Callable[[int], Lan]) -> None:
+    """Zeroconf cannot use it: start() raises TransportError and cleans up (in a namespace,
+    so that no address of the real machine is ever involved)."""
+    host = lan_factory(1).hosts[0]
+    done = host.run([sys.executable, "-c", NOT_HERE], timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "TransportError discovery: cannot start zeroconf on 10.1.2.3: [Errno 19] No such device",
+        "1",
+    ]
