@@ -84,19 +84,27 @@ def running() -> Iterator[Mesh]:
                 "echo": read_line(echo)["id"],
                 "plain": read_line(plain)["id"],
             }
-            deadline = time.monotonic() + 30
-            while True:
-                result = meshctl("nodes", "--json", "--seed", seed, "--mesh", name)
-                if result.returncode == 0:
-                    seen = {m["name"]: m for m in json.loads(result.stdout)}
-                    if set(seen) == set(SERVICES) and all(
-                        m["status"] == "alive" and m["services"] == SERVICES[n]
-                        for n, m in seen.items()
-                    ):
-                        break
-                assert time.monotonic() < deadline, f"no full listing: {result}"
-                time.sleep(0.2)
-            yield Mesh(name, seed, ids)
+            ready = Mesh(name, seed, ids)
+            settled(ready)
+            yield ready
+
+
+def settled(mesh: Mesh, timeout: float = 30) -> list[dict[str, Any]]:
+    """``meshctl nodes --json`` once it lists the three nodes alive with their services
+    and stats (on this shared machine a loaded node may be suspected for a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = meshctl("nodes", "--json", "--seed", mesh.seed, "--mesh", mesh.name)
+        if result.returncode == 0:
+            members: list[dict[str, Any]] = json.loads(result.stdout)
+            seen = {m["name"]: m for m in members}
+            if set(seen) == set(SERVICES) and all(
+                m["status"] == "alive" and m["services"] == SERVICES[n] and m["stats"]
+                for n, m in seen.items()
+            ):
+                return members
+        assert time.monotonic() < deadline, f"no full listing: {result}"
+        time.sleep(0.2)
 
 
 def at(mesh: Mesh, *more: str) -> list[str]:
@@ -104,7 +112,7 @@ def at(mesh: Mesh, *more: str) -> list[str]:
 
 
 def test_nodes_json_lists_every_member_with_services_and_stats(running: Mesh) -> None:
-    members = ok_json("nodes", *at(running, "--json"))
+    members = settled(running)
     assert [m["name"] for m in members] == ["calc", "echo", "plain"]
     for m in members:
         assert m["id"] == running.ids[m["name"]]
@@ -136,6 +144,7 @@ def test_global_options_go_before_or_after_the_command_or_in_the_environment(
 
 
 def test_nodes_table_for_people(running: Mesh) -> None:
+    settled(running)
     result = meshctl("nodes", *at(running, "--fresh"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -150,6 +159,7 @@ def test_nodes_table_for_people(running: Mesh) -> None:
 
 
 def test_services_json_and_table(running: Mesh) -> None:
+    settled(running)
     assert ok_json("call", "calc.add", "1", "2", *at(running)) == 3
     listings = ok_json("services", *at(running, "--json", "--fresh"))
     assert [s["name"] for s in listings] == ["calc", "echo"]
