@@ -1176,7 +1176,10 @@ class Catalog:
                     return
             id, address = self._stats_order[self._stats_cursor]
             if id in self._stats_pending or id in self._gone:
+                # Its turn passes all the same: when every member has a pull in flight
+                # (silent peers, a cut-off node), the schedule still moves on.
                 self._stats_cursor += 1
+                self._stats_due += interval / max(1, members)
                 continue
             have = self._stats.get(id)
             pull = StatsPull(id, 0 if have is None else have.version)

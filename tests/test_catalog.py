@@ -34,7 +34,7 @@ from mesh._catalog import (
     services_from,
     stats_interval,
 )
-from mesh._config import MembershipSettings
+from mesh._config import PROFILES, MembershipSettings
 from mesh._errors import MeshError, ProtocolError, RecordTooLarge
 from mesh._membership import Advert, Member, Membership
 from mesh._services import ServiceRegistry, method, service
@@ -717,3 +717,20 @@ def test_thirty_nodes_hold_every_record_and_the_owner_serves_few_pulls() -> None
     assert by_owner <= 10
     # stats flow too, each from its owner
     assert sum(n.catalog.stats("n07") is not None for n in mesh.nodes.values()) >= 25
+
+
+def test_stats_pulls_move_on_when_every_peer_is_silent() -> None:
+    """Regression: with every live member's stats pull in flight (peers that stopped
+    answering, a node cut off from the LAN), tick once spun forever."""
+    me, peer = "a" * 32, "b" * 32
+    catalog = Catalog(
+        Record(me, "a", "m"), PROFILES["test"].membership, random.Random(1), 0.0, stats_interval=1.0
+    )
+    live = [(me, "tcp://10.0.0.1:7002"), (peer, "tcp://10.0.0.2:7002")]
+    now = 0.0
+    while not catalog.tick(now, live):
+        now += 0.1
+    for step in range(1, 40):  # returns every time, and asks again once the pull timed out
+        catalog.tick(now + step * 0.25, live)
+    assert catalog.statistics.timeouts >= 3
+    assert catalog.statistics.stats_pulls >= 4
