@@ -24,7 +24,8 @@ score (awareness, 0..awareness_max) rises when relays do not even nack its faile
 probes, when it must refute a suspicion about itself and when its loop stalls, and
 falls with each acknowledged probe; probe intervals and timeouts are multiplied by
 ``awareness + 1``. A failed probe accuses its target only if at least half the relays
-nacked: when most are silent, this node is the likelier one to be cut off.
+nacked: when most are silent, this node is the likelier one to be cut off (unless its
+score is at its worst: then it has failed for long, and accuses again, slowly).
 
 The transport is TCP (ZeroMQ), so messages arrive late and in bursts rather than being
 lost: an ack is matched to its probe by sequence number and a late one is dropped; a
@@ -550,6 +551,11 @@ class Membership:
                 member = self._replace(member, record=version)
             self._broadcasts.add(member)
 
+    def drop_record(self, id: str) -> None:
+        """The catalog dropped member ``id``'s record (it failed or left): should it come
+        back, its record is news again, pulled anew."""
+        self._held.pop(id, None)
+
     def join(self, seeds: Iterable[str], now: float) -> list[Send]:
         """Introduce this node to the nodes at ``seeds`` (addresses): a sync with each."""
         self._observe(now)
@@ -696,9 +702,14 @@ class Membership:
             missed = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
             self._raise_awareness(missed)
             target = self._members.get(probe.target)
-            if 2 * probe.nacks < probe.expected_nacks:
+            if (
+                2 * probe.nacks < probe.expected_nacks
+                and self.awareness < self.settings.awareness_max
+            ):
                 # Most relays are silent too: more likely this node is cut off than the
-                # target dead. Accuse nobody; the next probes will tell.
+                # target dead. Accuse nobody; the next probes will tell. At the worst
+                # health score it has failed for long (probing ever more slowly), and a
+                # node cut off from the LAN must still come to see its partition.
                 target = None
             if target is not None and target.status is Status.ALIVE:
                 self._suspect(target, target.incarnation, self.id, now)
