@@ -1,7 +1,7 @@
 """mesh: a brokerless service mesh for Python on ZeroMQ."""
 
 from . import sync
-from ._client import Stream
+from ._client import RoutedStream, Stream
 from ._config import ENV_VARS, PROFILES, Config, Limits, MembershipSettings, Timings
 from ._context import CallContext, current_call
 from ._errors import (
@@ -13,9 +13,11 @@ from ._errors import (
     ConnectTimeout,
     IncompatibleVersion,
     MeshError,
+    NoMeshFound,
     NoProvider,
     Overloaded,
     ProtocolError,
+    ProviderLost,
     RecordTooLarge,
     RemoteError,
     TransportError,
@@ -24,7 +26,9 @@ from ._errors import (
     WrongMesh,
 )
 from ._handshake import PeerInfo
+from ._listing import MemberInfo, MeshChange, Provider, ServiceListing
 from ._node import Node, NodeStatistics, Proxy, ProxyMethod
+from ._remote import Client
 from ._security import write_keypair, write_secret
 from ._services import MethodSpec, ServiceSpec, method, service, stream
 from ._stats import (
@@ -46,6 +50,7 @@ __all__ = [
     "CallContext",
     "CallError",
     "CallTimeout",
+    "Client",
     "Config",
     "ConfigError",
     "ConnectError",
@@ -53,10 +58,13 @@ __all__ = [
     "HistogramSnapshot",
     "IncompatibleVersion",
     "Limits",
+    "MemberInfo",
     "MembershipSettings",
+    "MeshChange",
     "MeshError",
     "MethodSpec",
     "MethodStatistics",
+    "NoMeshFound",
     "NoProvider",
     "Node",
     "NodeStatistics",
@@ -64,10 +72,14 @@ __all__ = [
     "PeerInfo",
     "ProcessStatistics",
     "ProtocolError",
+    "Provider",
+    "ProviderLost",
     "Proxy",
     "ProxyMethod",
     "RecordTooLarge",
     "RemoteError",
+    "RoutedStream",
+    "ServiceListing",
     "ServiceSpec",
     "ServiceStatistics",
     "Stream",

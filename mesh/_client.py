@@ -16,7 +16,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -145,6 +145,46 @@ class Stream:
         await self.aclose()
 
 
+class RoutedStream:
+    """A stream whose provider is chosen (and connected to) when it is first used;
+    used like :class:`Stream`."""
+
+    def __init__(self, open_stream: Callable[[], Awaitable[Stream]]) -> None:
+        self._open = open_stream
+        self._stream: Stream | None = None
+        self._closed = False
+
+    async def _get(self) -> Stream:
+        if self._stream is None:
+            self._stream = await self._open()
+        return self._stream
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        return await (await self._get()).__anext__()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._get()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 class Outgoing:
     """The calls one node has sent and not yet seen answered."""
 
@@ -180,6 +220,7 @@ class Outgoing:
         kwargs: dict[str, Any],
         deadline: float,
         trace_id: str,
+        attempt: int = 1,
     ) -> Any:
         """Send a CALL on ``connection`` and wait for its answer until ``deadline``."""
         call_id = next(self._ids)
@@ -195,7 +236,7 @@ class Outgoing:
                 call_id=call_id,
             )
         frame = self._codec.encode(
-            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
+            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id, attempt)
         )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -295,12 +336,25 @@ class Outgoing:
             else:
                 pending.future.set_result(outcome)
 
-    def fail_connection(self, connection: Connection, reason: str) -> None:
-        """The peer is gone: fail every call that waits on it (retryable)."""
+    def fail_connection(
+        self, connection: Connection, reason: str, error: type[Unavailable] = Unavailable
+    ) -> None:
+        """The peer is gone: fail every call that waits on it with ``error`` (retryable)."""
         for call_id, pending in list(self._pending.items()):
             if pending.connection is connection:
                 del self._pending[call_id]
-                self._fail(pending, call_id, Unavailable(f"{pending.target}: {reason}"))
+                service, _, method = pending.target.rpartition(".")
+                self._fail(
+                    pending,
+                    call_id,
+                    error(
+                        f"{pending.target}: {reason}",
+                        service=service,
+                        method=method,
+                        peer=connection.peer.name if connection.peer else connection.address,
+                        call_id=call_id,
+                    ),
+                )
 
     def fail_all(self, reason: str) -> None:
         for call_id, pending in list(self._pending.items()):

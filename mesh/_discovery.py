@@ -321,7 +321,9 @@ class Discovery:
     event loop with each valid :class:`Sighting` of another node of our mesh, on every
     Added or Updated service event (so possibly more than once: the caller dedups).
     With ``public_key`` (64 hex or 40 Z85 characters) only records carrying that key are
-    reported. Use ``async with Discovery(...)`` or :meth:`start` and :meth:`aclose`.
+    reported. With ``announce=False`` it only browses (``me`` names the mesh and the node
+    to skip): meshctl finds a node that way and leaves no trace. Use ``async with
+    Discovery(...)`` or :meth:`start` and :meth:`aclose`.
     """
 
     def __init__(
@@ -331,7 +333,9 @@ class Discovery:
         on_found: Callable[[Sighting], None],
         *,
         public_key: str | None = None,
+        announce: bool = True,
     ) -> None:
+        self.announce = announce
         try:
             self._properties = encode_txt(me)
         except ProtocolError as exc:
@@ -402,15 +406,16 @@ class Discovery:
                 f"discovery: cannot start zeroconf on {', '.join(self.addresses)}: {exc}"
             ) from exc
         try:
-            self._info = self._service_info()
-            # With cooperating responders there is no probing: this returns at once and
-            # the announcements (about 0.45 s) go out in the returned awaitable.
-            announced = await self._zc.async_register_service(
-                self._info, cooperating_responders=True
-            )
-            self._registered = True
-            self._announcing = asyncio.ensure_future(announced)
-            self._announcing.add_done_callback(self._announced)
+            if self.announce:
+                self._info = self._service_info()
+                # With cooperating responders there is no probing: this returns at once
+                # and the announcements (about 0.45 s) go out in the returned awaitable.
+                announced = await self._zc.async_register_service(
+                    self._info, cooperating_responders=True
+                )
+                self._registered = True
+                self._announcing = asyncio.ensure_future(announced)
+                self._announcing.add_done_callback(self._announced)
             self._browser = AsyncServiceBrowser(
                 self._zc.zeroconf,
                 SERVICE_TYPE,

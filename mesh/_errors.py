@@ -37,9 +37,11 @@ __all__ = [
     "ConnectTimeout",
     "IncompatibleVersion",
     "MeshError",
+    "NoMeshFound",
     "NoProvider",
     "Overloaded",
     "ProtocolError",
+    "ProviderLost",
     "RecordTooLarge",
     "RemoteError",
     "TransportError",
@@ -124,6 +126,12 @@ class AuthenticationFailed(ConnectError):
     code = "auth_failed"
 
 
+class NoMeshFound(ConnectError):
+    """No node of the mesh answered: no seed was reachable, and zeroconf found none."""
+
+    code = "no_mesh"
+
+
 class CallError(MeshError):
     """A call did not produce a result. Carries what is known of the call."""
 
@@ -179,6 +187,14 @@ class Unavailable(CallError):
     retryable = True
 
 
+class ProviderLost(Unavailable):
+    """The provider became suspect or died (or left) while the call was in flight:
+    the call failed at once, not at its deadline. Idempotent methods are retried on
+    another provider by ``node.call``; others may have run, or not."""
+
+    code = "provider_lost"
+
+
 class RemoteError(CallError):
     """The remote handler raised; ``remote_type`` and ``remote_traceback`` say what."""
 
@@ -223,6 +239,8 @@ _BY_CODE: dict[str, type[MeshError]] = {
         UnknownMethod,
         Overloaded,
         Unavailable,
+        ProviderLost,
+        NoMeshFound,
         RemoteError,
     )
 }

@@ -11,18 +11,28 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import secrets
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
-from ._catalog import Record, check_record, services_from
-from ._client import Connection, Outgoing, Stream
+from ._catalog import (
+    Catalog,
+    NodeLoad,
+    Record,
+    Stats,
+    check_record,
+    method_loads,
+    services_from,
+)
+from ._client import Connection, Outgoing, RoutedStream, Stream
 from ._config import Config
 from ._context import CallContext
+from ._discovery import Discovery, Sighting
 from ._errors import (
     AuthenticationFailed,
     CallError,
@@ -32,14 +42,29 @@ from ._errors import (
     NoProvider,
     Overloaded,
     ProtocolError,
+    ProviderLost,
     RecordTooLarge,
     RemoteError,
     TransportError,
     Unavailable,
     error_to_wire,
 )
+from ._gossip import Gossiper
+from ._gossip_wire import GossipCodec
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
 from ._keys import encode_key, z85_encode
+from ._listing import (
+    MemberInfo,
+    MeshChange,
+    ServiceListing,
+    choose_provider,
+    member_infos,
+    member_to_wire,
+    parse_target,
+    service_listings,
+    version_matches,
+)
+from ._membership import Change, Member, Membership
 from ._security import Security
 from ._server import Credit, Dispatcher
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
@@ -63,9 +88,12 @@ from ._wire import (
 )
 from ._wire import Credit as WireCredit
 
-__all__ = ["Node", "NodeStatistics", "PeerInfo"]
+__all__ = ["MeshChange", "Node", "NodeStatistics", "PeerInfo"]
 
 log = logging.getLogger("mesh.node")
+
+#: How long ``$mesh.members(fresh=True)`` waits for the stats it asked for (seconds).
+FRESH_STATS_WAIT = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +190,17 @@ class Node:
         self._handshakes_refused = 0
         self._transport_handshake_failures = 0
         self._stop: asyncio.Event | None = None
+        # The mesh: gossip (membership and catalog) and discovery; a mesh.Client's node
+        # does not join (``_joins`` False) and routes on a view pulled from one node.
+        self._joins = True
+        self._gossiper: Gossiper | None = None
+        self._gossip_port = 0
+        self._discovery: Discovery | None = None
+        self._remote_view: list[MemberInfo] = []
+        self._watchers: set[asyncio.Queue[MeshChange | None]] = set()
+        self._changed: asyncio.Event | None = None
+        self._connecting: dict[str, asyncio.Future[PeerInfo]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -191,6 +230,18 @@ class Node:
         if self._security is None or not self._security.needs_peer_key:
             return None
         return self._security.public_key
+
+    @property
+    def gossip_address(self) -> str:
+        """``tcp://host:port[#KEY]`` of the gossip socket (after start; empty for a node
+        that does not join, such as a :class:`mesh.Client`'s)."""
+        self._require_started()
+        if not self._gossip_port:
+            return ""
+        address = f"tcp://{self.config.advertised_host}:{self._gossip_port}"
+        if self._security is not None and self._security.needs_peer_key:
+            address += "#" + encode_key(self._security.server_key)
+        return address
 
     @property
     def pub_address(self) -> str:
@@ -255,8 +306,72 @@ class Node:
             raise
         self._started_at = time.monotonic()
         self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
         self._accepting = True
+        if self._joins:
+            try:
+                await self._join_mesh()
+            except BaseException:
+                await self.aclose(grace=0)
+                raise
         log.debug("node %s (%s) serving at %s", self.name, self.id, self.address)
+
+    async def _join_mesh(self) -> None:
+        """Start gossip and discovery, and join through the seeds."""
+        assert self._transport is not None
+        gossiper = Gossiper(
+            self._transport,
+            GossipCodec(self.config.limits),
+            on_changes=self._on_changes,
+            on_records=self._on_records,
+            take_stats=self._take_stats,
+            send_timeout=self.config.timings.membership.probe_timeout,
+        )
+        self._gossip_port = gossiper.bind(self.config.host, self.config.gossip_port)
+        self._gossiper = gossiper
+        now = asyncio.get_running_loop().time()
+        settings = self.config.timings.membership
+        rng = random.Random(secrets.randbits(64))
+        me = Member(self.id, self.name, self.gossip_address)
+        catalog = Catalog(
+            self.listing(),
+            settings,
+            rng,
+            now,
+            max_record_size=self.config.limits.max_record_size,
+            # every member's stats are pulled once per 10 probe periods (lan: 10 s)
+            stats_interval=max(1.0, 10 * settings.probe_interval),
+        )
+        membership = Membership(me, settings, rng, now)
+        gossiper.start(membership, catalog)
+        gossiper.publish()
+        if self.config.seeds:
+            self._spawn(self._join_seeds(), "join seeds")
+        if self.config.discovery:
+            self._discovery = Discovery(
+                self._sighting(),
+                self.config.discovery_interfaces,
+                self._on_sighting,
+                public_key=self.listing().public_key,
+            )
+            await self._discovery.start()
+
+    def _sighting(self) -> Sighting:
+        return Sighting(
+            node_id=self.id,
+            name=self.name,
+            mesh=self.mesh,
+            protocol=(PROTOCOL_MIN, PROTOCOL_MAX),
+            rpc=self.address.partition("#")[0],
+            gossip=self.gossip_address.partition("#")[0],
+            pub=self.pub_address,
+            public_key=self.listing().public_key,
+        )
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=f"{self.name}: {name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self, grace: float | None = None) -> None:
         """Leave: refuse new work, let work in flight finish within ``grace`` seconds
@@ -266,6 +381,17 @@ class Node:
         self._closing = True
         self._accepting = False
         grace = self.config.timings.grace_period if grace is None else grace
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background)
+        if self._discovery is not None:
+            await self._discovery.aclose()
+        if self._gossiper is not None:  # say "left" first: peers stop routing calls here
+            await self._gossiper.aclose(leave=True)
+        for queue in self._watchers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
         serving = [s.task for s in self._serving.values()]
         if serving:
             _, late = await asyncio.wait(serving, timeout=grace)
@@ -343,7 +469,15 @@ class Node:
         except RecordTooLarge:
             self._services.remove(spec.name)
             raise
+        self._republish()
         return spec
+
+    def _republish(self) -> None:
+        """This node's listing changed: a new catalog version, gossiped."""
+        if self._gossiper is not None and not self._closing:
+            self._gossiper.catalog.publish(self.listing())
+            self._gossiper.publish()
+            self._notify()
 
     def listing(self) -> Record:
         """This node's catalog record as peers will see it: who it is, where (once
@@ -351,6 +485,8 @@ class Node:
         addresses = {}
         if self._router is not None:
             addresses = {"rpc": self.address, "pub": self.pub_address}
+            if self._gossip_port:
+                addresses["gossip"] = self.gossip_address
         key = self.public_key
         return Record(
             self.id,
@@ -366,56 +502,320 @@ class Node:
         """Stop offering service ``name`` (calls already running finish)."""
         self._services.remove(name)
         self._dispatcher.forget(name)
+        self._republish()
 
     @property
-    def services(self) -> Mapping[str, ServiceSpec]:
+    def local_services(self) -> Mapping[str, ServiceSpec]:
         """The services this node offers, by name."""
         return MappingProxyType({s.name: s for s in self._services})
 
+    # -- the mesh as this node sees it ----------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        """Every member this node knows (itself included), with status, record and stats;
+        dead and left ones until they are purged. Sorted by name."""
+        self._require_started()
+        if self._gossiper is None:
+            return list(self._remote_view)
+        membership, catalog = self._gossiper.membership, self._gossiper.catalog
+        return member_infos(membership.members(), catalog.record, catalog.stats, membership.since)
+
+    def services(self) -> dict[str, ServiceListing]:
+        """Every service offered by a live member, by name: its methods and providers
+        (node, version, state, load)."""
+        return service_listings(self.members())
+
+    async def wait_for_service(self, service: str, *, timeout: float | None = None) -> None:
+        """Wait until an alive member offers ``service`` (``"calc"`` or ``"calc@1.2"``);
+        raises :class:`NoProvider` after ``timeout`` seconds (default
+        ``config.timings.call_timeout``)."""
+        self._require_started()
+        name, _, constraint = service.partition("@")
+        parse_target(f"{service}.x")  # the same rules as a call's target
+        timeout = self.config.timings.call_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            if (name in self._services and not constraint) or choose_provider(
+                self.members(), name, constraint, lambda _: 0
+            ) is not None:
+                return
+            assert self._changed is not None
+            changed = self._changed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoProvider(
+                    f"no provider of {service!r} appeared within {timeout:g} s", service=name
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+
+    async def watch(self) -> AsyncIterator[MeshChange]:
+        """Membership and service changes as they happen: ``async for change in
+        node.watch()``. Ends when the node closes. A watcher that falls 1,000 changes
+        behind loses the oldest."""
+        self._require_started()
+        queue: asyncio.Queue[MeshChange | None] = asyncio.Queue(maxsize=1_000)
+        self._watchers.add(queue)
+        try:
+            while (change := await queue.get()) is not None:
+                yield change
+        finally:
+            self._watchers.discard(queue)
+
+    def _notify(self, changes: Iterable[MeshChange] = ()) -> None:
+        for change in changes:
+            for queue in self._watchers:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(change)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _info(self, id: str) -> MemberInfo | None:
+        return next((m for m in self.members() if m.id == id), None)
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        events = []
+        for change in changes:
+            member = change.member
+            # A member that left finishes its calls in flight (it said GOODBYE when done).
+            if change.kind in {"suspect", "failed", "replaced"}:
+                self._provider_lost(member.id, change.kind)
+            info = self._info(member.id)
+            if info is not None:
+                events.append(MeshChange(change.kind, info, change.at))
+        self._notify(events)
+
+    def _on_records(self, ids: list[str]) -> None:
+        events = []
+        for id in ids:
+            info = self._info(id)
+            if info is not None:
+                events.append(MeshChange("updated", info, time.monotonic()))
+        self._notify(events)
+
+    def _provider_lost(self, member_id: str, why: str) -> None:
+        """Member ``member_id`` is suspect, dead or replaced: its calls fail now."""
+        word = {"failed": "dead", "replaced": "replaced by a new process"}.get(why, why)
+        for address, connection in list(self._connections.items()):
+            peer = connection.peer
+            if peer is None or peer.id != member_id:
+                continue
+            self._outgoing.fail_connection(
+                connection, f"provider {peer.name!r} is {word}", ProviderLost
+            )
+            if why != "suspect" and self._transport is not None:
+                del self._connections[address]  # a fresh DEALER if it comes back
+                self._spawn(self._transport.close_pump(connection.pump), "close connection")
+
+    def _take_stats(self) -> Stats:
+        t = self._transport.statistics() if self._transport else None
+        p = process_statistics()
+        return Stats(
+            self.id,
+            1,
+            time.time(),
+            NodeLoad(
+                uptime=time.monotonic() - self._started_at,
+                cpu=max(0.0, p.cpu_seconds),
+                rss=p.rss_bytes if p.rss_bytes >= 0 else -1,
+                messages_in=t.messages_in if t else 0,
+                messages_out=t.messages_out if t else 0,
+                bytes_in=t.bytes_in if t else 0,
+                bytes_out=t.bytes_out if t else 0,
+            ),
+            method_loads(self._dispatcher.statistics()),
+        )
+
+    def _on_sighting(self, sighting: Sighting) -> None:
+        """zeroconf found a node: join through it unless it is a live member already."""
+        if self._gossiper is None or self._closing:
+            return
+        member = self._gossiper.membership.get(sighting.node_id)
+        if member is None or not member.live:
+            address = sighting.gossip
+            if sighting.public_key and self._security and self._security.needs_peer_key:
+                address += "#" + sighting.public_key
+            self._gossiper.join([address])
+
+    async def _join_seeds(self) -> None:
+        """Join through the seeds (RPC addresses); again whenever this node is alone
+        (a seed that was down at start, a healed partition across subnets)."""
+        assert self._gossiper is not None
+        settings = self.config.timings.membership
+        delay = settings.probe_interval
+        while not self._closing:
+            if self._gossiper.membership.live_count() <= 1:
+                for seed in self.config.seeds:
+                    if seed != self.address:
+                        await self._join_through(seed)
+                delay = min(2 * delay, settings.push_pull_interval)
+            else:
+                delay = settings.push_pull_interval
+            await asyncio.sleep(delay)
+
+    async def _join_through(self, seed: str) -> None:
+        assert self._gossiper is not None
+        timeout = self.config.timings.connect_timeout
+        try:
+            connection = await self._connection_to(seed, time.monotonic() + timeout)
+            deadline, trace_id = Outgoing.inherit(timeout)
+            wire = await self._outgoing.call(
+                connection, "$mesh.listing", [], {}, deadline, trace_id
+            )
+            record = Record.from_wire(wire, "seed listing")
+        except MeshError as exc:
+            log.info("node %s: cannot join through seed %s: %s", self.name, seed, exc)
+            return
+        gossip = record.addresses.get("gossip")
+        if gossip and record.id != self.id:
+            self._gossiper.join([gossip])
+
+    # -- calls ------------------------------------------------------------------------------
+
     async def call(
-        self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any
+        self,
+        target: str,
+        *args: Any,
+        timeout: float | None = None,
+        node: str | None = None,
+        **kwargs: Any,
     ) -> Any:
         """Call ``"service.method"`` with ``args``/``kwargs`` and return its result.
 
-        Local services are called in-process; otherwise a connected peer that offers
-        the service (the one with the fewest calls outstanding). ``timeout`` (default
-        ``config.timings.call_timeout``) travels with the call as its deadline; inside a
-        handler, calls inherit the handler's deadline and trace id. Raises
-        :class:`NoProvider`, :class:`UnknownMethod`, :class:`CallTimeout`,
-        :class:`RemoteError` (the handler raised) or :class:`Overloaded`.
+        ``"calc@1.add"`` asks for any 1.x.y version, ``"calc@1.2.add"`` for >= 1.2.0 and
+        < 2; ``node`` (a name or id) pins the call to one node. Local services are called
+        in-process; otherwise the alive provider with the fewest calls outstanding (never
+        a suspect one). If the provider becomes suspect or dies meanwhile the call fails
+        at once with :class:`ProviderLost`, and an idempotent method is retried on another
+        provider within the deadline. ``timeout`` (default ``config.timings.call_timeout``)
+        travels with the call as its deadline; inside a handler, calls inherit the
+        handler's deadline and trace id. Raises :class:`NoProvider`,
+        :class:`UnknownMethod`, :class:`CallTimeout`, :class:`RemoteError` (the handler
+        raised), :class:`Overloaded` or :class:`ProviderLost`.
         """
         self._require_started()
         deadline, trace_id = Outgoing.inherit(
             self.config.timings.call_timeout if timeout is None else timeout
         )
-        service = target.rpartition(".")[0]
-        if service in self._services:
-            return await self._call_local(target, args, kwargs, deadline, trace_id)
-        connection = self._provider(service)
-        return await self._outgoing.call(connection, target, args, kwargs, deadline, trace_id)
+        service, constraint, method = parse_target(target)
+        plain = f"{service}.{method}"
+        if self._serves_here(service, constraint, node):
+            return await self._call_local(plain, args, kwargs, deadline, trace_id)
+        tried: set[str] = set()
+        attempt = 1
+        while True:
+            connection, idempotent, member_id = await self._route(
+                service, constraint, method, node, tried, deadline
+            )
+            try:
+                return await self._outgoing.call(
+                    connection, plain, args, kwargs, deadline, trace_id, attempt
+                )
+            except Unavailable:
+                if member_id is None or not idempotent or time.monotonic() >= deadline:
+                    raise
+                tried.add(member_id)
+                attempt += 1
 
     def stream(
-        self, target: str, *args: Any, timeout: float | None = None, **kwargs: Any
-    ) -> Stream:
+        self,
+        target: str,
+        *args: Any,
+        timeout: float | None = None,
+        node: str | None = None,
+        **kwargs: Any,
+    ) -> Stream | RoutedStream:
         """Call a streaming method: ``async with node.stream(...) as items: async for ...``.
 
         Items flow with credit (a slow consumer pauses the producer); ``timeout``
         (default ``config.timings.call_timeout``) bounds the wait for each item.
-        Leaving the block stops the producer.
+        Leaving the block stops the producer. Providers are chosen as for :meth:`call`.
         """
         self._require_started()
         timeout = self.config.timings.call_timeout if timeout is None else timeout
         _, trace_id = Outgoing.inherit(timeout)
-        service = target.rpartition(".")[0]
-        if service in self._services:
-            return self._stream_local(target, args, kwargs, timeout, trace_id)
-        connection = self._provider(service)
-        return self._outgoing.stream(connection, target, args, kwargs, timeout, trace_id)
+        service, constraint, method = parse_target(target)
+        plain = f"{service}.{method}"
+        if self._serves_here(service, constraint, node):
+            return self._stream_local(plain, args, kwargs, timeout, trace_id)
+
+        async def open_stream() -> Stream:
+            deadline = time.monotonic() + timeout
+            connection, _, _ = await self._route(service, constraint, method, node, set(), deadline)
+            return self._outgoing.stream(connection, plain, args, kwargs, timeout, trace_id)
+
+        return RoutedStream(open_stream)
 
     def proxy(self, service: str, *, timeout: float | None = None) -> Proxy:
         """An object whose attributes call the methods of ``service``:
         ``await node.proxy("calc").add(1, 2)``; ``node.proxy("calc").count.stream(10)``."""
         return Proxy(self, service, timeout)
+
+    def _serves_here(self, service: str, constraint: str, node: str | None) -> bool:
+        spec = self._services.get(service)
+        if spec is None or (node is not None and node not in (self.id, self.name)):
+            return False
+        return version_matches(constraint, spec.version)
+
+    async def _route(
+        self,
+        service: str,
+        constraint: str,
+        method: str,
+        node: str | None,
+        tried: set[str],
+        deadline: float,
+    ) -> tuple[Connection, bool, str | None]:
+        """A connection to a provider of ``service``, whether ``method`` is idempotent
+        there, and the provider's member id (None: a peer connected by hand)."""
+        while True:
+            info = choose_provider(
+                self.members(),
+                service,
+                constraint,
+                self._outstanding,
+                exclude=frozenset(tried),
+                pinned=node,
+            )
+            if info is None or info.record is None or info.id == self.id:
+                break
+            try:
+                connection = await self._connection_to(info.address, deadline)
+            except ConnectError as exc:  # nothing was sent: any method may go elsewhere
+                log.info("node %s: provider %s unreachable: %s", self.name, info.name, exc)
+                tried.add(info.id)
+                continue
+            listed = info.record.service(service)
+            idempotent = listed is not None and any(
+                m.name == method and m.idempotent for m in listed.methods
+            )
+            return connection, idempotent, info.id
+        if node is None and not constraint and not tried:
+            return self._provider(service), False, None
+        where = f" on node {node!r}" if node is not None else ""
+        version = f" version {constraint}" if constraint else ""
+        raise NoProvider(
+            f"no alive provider of {service!r}{version}{where} is known to node {self.name!r}",
+            service=service,
+        )
+
+    def _outstanding(self, member_id: str) -> int:
+        for connection in self._connections.values():
+            if connection.peer is not None and connection.peer.id == member_id:
+                return connection.outstanding
+        return 0
+
+    async def _connection_to(self, address: str, deadline: float) -> Connection:
+        """The connection to the node at ``address``, made (once) if needed."""
+        connection = self._connections.get(address)
+        if connection is not None and connection.peer is not None:
+            return connection
+        left = deadline - time.monotonic()
+        timeout = max(0.001, min(self.config.timings.connect_timeout, left))
+        await self.connect(address, timeout=timeout)
+        return self._connections[address]
 
     def _provider(self, service: str) -> Connection:
         best: Connection | None = None
@@ -497,6 +897,9 @@ class Node:
 
     def _serve(self, routing_id: bytes, call: Call) -> None:
         """A peer's CALL: check it, then run it in a task of its own."""
+        if call.target.startswith("$mesh."):
+            self._serve_system(routing_id, call)
+            return
         if not self._accepting:
             self._reply(
                 routing_id,
@@ -548,6 +951,40 @@ class Node:
         self._serving[key] = _Serving(task, context, credit)
         self._calls_by_peer[routing_id] = self._calls_by_peer.get(routing_id, 0) + 1
         task.add_done_callback(lambda _: self._served(key))
+
+    def _serve_system(self, routing_id: bytes, call: Call) -> None:
+        """The mesh's own methods: ``$mesh.listing()`` (this node's record) and
+        ``$mesh.members(fresh=False)`` (every member with record and stats; ``fresh``
+        first asks every live member for its stats now and waits a moment for them)."""
+        if call.target == "$mesh.listing":
+            self._reply(routing_id, Reply(call.call_id, self.listing().to_wire()))
+        elif call.target == "$mesh.members":
+            fresh = bool(call.args[0]) if call.args else bool(call.kwargs.get("fresh"))
+            if fresh and self._gossiper is not None and not self._closing:
+                self._gossiper.pull_stats_now(m.id for m in self.members())
+                self._spawn(self._members_later(routing_id, call.call_id), "fresh members")
+            else:
+                self._reply_members(routing_id, call.call_id)
+        else:
+            self._reply(
+                routing_id,
+                Error(call.call_id, CallError.code, f"{call.target}: no such mesh method"),
+            )
+
+    async def _members_later(self, routing_id: bytes, call_id: int) -> None:
+        await asyncio.sleep(FRESH_STATS_WAIT)
+        self._reply_members(routing_id, call_id)
+
+    def _reply_members(self, routing_id: bytes, call_id: int) -> None:
+        self._reply_error_or(
+            routing_id, Reply(call_id, [member_to_wire(m) for m in self.members()])
+        )
+
+    def _reply_error_or(self, routing_id: bytes, reply: Reply) -> None:
+        try:
+            self._reply(routing_id, reply)
+        except ProtocolError as exc:
+            self._reply(routing_id, Error(reply.call_id, ProtocolError.code, str(exc)))
 
     def _served(self, key: tuple[bytes, int]) -> None:
         self._serving.pop(key, None)
@@ -638,6 +1075,19 @@ class Node:
         ``timeout``, default ``config.timings.connect_timeout``), each naming the address.
         """
         self._require_started()
+        pending = self._connecting.get(address)
+        if pending is None:  # one handshake per address at a time; the others wait for it
+            pending = asyncio.ensure_future(self._connect(address, timeout))
+            self._connecting[address] = pending
+
+            def done(_: object, address: str = address, pending: Any = pending) -> None:
+                if self._connecting.get(address) is pending:
+                    del self._connecting[address]
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)
+
+    async def _connect(self, address: str, timeout: float | None) -> PeerInfo:
         assert self._transport is not None
         endpoint, peer_key = parse_address(address)
         timeout = self.config.timings.connect_timeout if timeout is None else timeout
@@ -906,6 +1356,6 @@ class ProxyMethod:
         timeout = kwargs.pop("timeout", self._timeout)
         return await self._node.call(self.target, *args, timeout=timeout, **kwargs)
 
-    def stream(self, *args: Any, **kwargs: Any) -> Stream:
+    def stream(self, *args: Any, **kwargs: Any) -> Stream | RoutedStream:
         timeout = kwargs.pop("timeout", self._timeout)
         return self._node.stream(self.target, *args, timeout=timeout, **kwargs)

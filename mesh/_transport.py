@@ -326,8 +326,14 @@ class Transport:
     def closed(self) -> bool:
         return self._context.closed
 
-    def _socket(self, kind: int, role: Role, peer_key: bytes | None = None) -> zmq.Socket[bytes]:
-        return make_socket(self._context, kind, role, self._limits, self._hook, peer_key)
+    def _socket(
+        self, kind: int, role: Role, peer_key: bytes | None = None, *, hwm: int | None = None
+    ) -> zmq.Socket[bytes]:
+        sock = make_socket(self._context, kind, role, self._limits, self._hook, peer_key)
+        if hwm is not None:
+            sock.setsockopt(zmq.SNDHWM, hwm)
+            sock.setsockopt(zmq.RCVHWM, hwm)
+        return sock
 
     def _pump(
         self,
@@ -358,9 +364,11 @@ class Transport:
         *,
         on_event: Callable[[MonitorEvent], None] | None = None,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
+        hwm: int | None = None,
     ) -> tuple[Pump, int]:
-        """A bound ROUTER for incoming calls; returns it and the port it got."""
-        sock = self._socket(zmq.ROUTER, "router")
+        """A bound ROUTER for incoming calls; returns it and the port it got. ``hwm``
+        replaces the limits' high-water marks (gossip keeps them small)."""
+        sock = self._socket(zmq.ROUTER, "router", hwm=hwm)
         # An unroutable reply must raise (and be counted), not vanish silently.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A peer that reconnects with the same routing id takes over the old pipe.
@@ -395,10 +403,11 @@ class Transport:
         peer_key: bytes | None = None,
         on_event: Callable[[MonitorEvent], None] | None = None,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
+        hwm: int | None = None,
     ) -> Pump:
         """A DEALER connected to ``address`` (``peer_key``: the CURVE key it must have).
         Use a fresh one after a peer's death."""
-        sock = self._socket(zmq.DEALER, "dealer", peer_key)
+        sock = self._socket(zmq.DEALER, "dealer", peer_key, hwm=hwm)
         # Queue nothing for a connection that is not up: stale calls must never
         # reach a new process that later binds the same port.
         sock.setsockopt(zmq.IMMEDIATE, 1)

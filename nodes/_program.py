@@ -52,6 +52,7 @@ async def _serve(config: Config, setup: Setup | None) -> None:
             "mesh": node.mesh,
             "address": node.address,
             "pub_address": node.pub_address,
+            "gossip_address": node.gossip_address,
         }
         print(json.dumps(ready), flush=True)
         for seed in config.seeds:

@@ -20,6 +20,7 @@ def node_env(**settings: str) -> dict[str, str]:
     """The environment of a node program: this one, minus MESH_*, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env.update({"MESH_NAME": "test", "MESH_PROFILE": "test", "PYTHONUNBUFFERED": "1"})
+    env["MESH_DISCOVERY"] = "off"  # tests that use zeroconf turn it on, on their own LAN
     env.update(settings)
     return env
 

@@ -336,20 +336,6 @@ def test_sigstop_shorter_than_suspicion_is_never_dead(cluster: Cluster) -> None:
     assert None not in statuses, statuses
 
 
-# mesh/_catalog.py, Catalog._tick_stats: once every live peer has a stats pull pending
-# (none answers: all are across the cut), ``while now >= self._stats_due`` walks the
-# order, skips them all, reshuffles and starts again without ever moving _stats_due or
-# returning, so the cut host's event loop spins forever at 100% CPU: it stops probing,
-# printing and even handling SIGTERM, and never sees the others go. Pure reproduction:
-# a Catalog with one peer, tick() until it sends that peer's StatsPull, then tick() again
-# 1.5 s later (stats interval 1 s, pull_timeout 2 s): it never returns.
-CATALOG_SPIN = (
-    "library bug: Catalog._tick_stats loops forever when every live peer has a stats "
-    "pull pending, so the cut host freezes (see the comment above this test)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CATALOG_SPIN)
 @pytest.mark.timeout(90)
 def test_link_down_partitions_and_link_up_heals(cluster: Cluster) -> None:
     form(cluster)

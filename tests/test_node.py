@@ -475,7 +475,7 @@ async def test_a_service_too_large_to_list_is_refused_at_registration() -> None:
         with pytest.raises(mesh.RecordTooLarge, match=r"wordy2 \(\d+ bytes\)") as caught:
             a.add_service(documented, name="wordy2.second")
         assert caught.value.size > caught.value.limit == 2_000
-        assert set(a.services) == {"wordy"}  # the refused one is not half-registered
+        assert set(a.local_services) == {"wordy"}  # the refused one is not half-registered
         listing = a.listing()
         assert listing.size() <= 2_000
         assert listing.addresses["rpc"] == a.address  # what peers will dial

@@ -19,7 +19,9 @@ def test_public_names() -> None:
         # the node, services and calls
         "Node", "NodeStatistics", "PeerInfo", "Proxy", "ProxyMethod", "Stream",
         "service", "method", "stream", "current_call", "CallContext",
-        "ServiceSpec", "MethodSpec", "sync",
+        "ServiceSpec", "MethodSpec", "sync", "RoutedStream",
+        # the mesh as a node sees it, and a client that looks in without joining
+        "MemberInfo", "MeshChange", "Provider", "ServiceListing", "Client",
         # statistics
         "ServiceStatistics", "MethodStatistics", "HistogramSnapshot", "ProcessStatistics",
         # the wire
@@ -28,7 +30,7 @@ def test_public_names() -> None:
         "MeshError", "ConfigError", "ProtocolError", "TransportError", "ConnectError",
         "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
         "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
-        "AuthenticationFailed", "RecordTooLarge",
+        "AuthenticationFailed", "RecordTooLarge", "ProviderLost", "NoMeshFound",
         # security
         "write_secret", "write_keypair",
         "__version__",
@@ -39,7 +41,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 17
+    assert len(errors) == 19
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)

@@ -461,7 +461,7 @@ async def test_registration_rules() -> None:
             a.add_service(object())
         with pytest.raises(mesh.MeshError, match=r"service\.method"):
             a.add_service(len)
-        described = a.services["calc"].describe()
+        described = a.local_services["calc"].describe()
         assert described["version"] == "1.0.0"
         assert described["methods"]["add"]["signature"] == "(a: 'float', b: 'float') -> 'float'"
         assert described["methods"]["add"]["doc"] == "Return a + b."
