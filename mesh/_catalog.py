@@ -800,6 +800,8 @@ class _StatsPending:
     until: float
     charged: int
     on_demand: bool
+    #: Fresh pulls sent behind this one: their replies follow its reply (one connection).
+    fresh_behind: int = 0
 
 
 class Catalog:
@@ -1030,6 +1032,11 @@ class Catalog:
         if pending is None:
             self.statistics.unsolicited += 1
             return
+        if pending.fresh_behind:
+            behind = _StatsPending(
+                pending.until, StatsPull(reply.id).size(), True, pending.fresh_behind - 1
+            )
+            self._stats_pending[reply.id] = behind
         size = StatsPull(reply.id).size() + reply.size()
         if not pending.on_demand:
             self._settle(self._stats_bucket, pending.charged, size)
@@ -1086,7 +1093,12 @@ class Catalog:
         returned; the reply goes to :meth:`apply` like any other."""
         pull = StatsPull(id, 0, fresh=True)
         size = pull.size()
-        self._stats_pending[id] = _StatsPending(now + self.pull_timeout, size, on_demand=True)
+        ahead = self._stats_pending.get(id)
+        if ahead is None:
+            self._stats_pending[id] = _StatsPending(now + self.pull_timeout, size, on_demand=True)
+        else:  # the reply in flight is older: wait for this one's too
+            ahead.until = now + self.pull_timeout
+            ahead.fresh_behind += 1
         self.statistics.stats_pulls += 1
         self.statistics.on_demand_pulls += 1
         self.statistics.bytes_pulled += size

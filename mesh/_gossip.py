@@ -165,8 +165,11 @@ class Gossiper:
         assert self._loop is not None
         now = self._loop.time()
         for id in ids:
+            if id == self.membership.id:
+                self._refresh_stats(now)
+                continue
             member = self.membership.get(id)
-            if member is None or not member.live or id == self.membership.id:
+            if member is None or not member.live:
                 continue
             address, pull = self.catalog.pull_stats_now(id, member.address, now)
             self._send(address, pull)

@@ -48,6 +48,7 @@ from ._config import MembershipSettings
 
 __all__ = [
     "BURST_SECONDS",
+    "MAX_INCARNATION_JUMP",
     "MEMBERSHIP_SHARE",
     "MIN_UPDATES_SIZE",
     "NACK_FRACTION",
@@ -234,6 +235,8 @@ class MemberStatistics:
     nacks: int = 0
     suspicions: int = 0
     refutations: int = 0
+    #: Updates refused as implausible: an incarnation far past the one known (forged).
+    implausible: int = 0
     stalls: int = 0
     syncs: int = 0
     messages_sent: int = 0
@@ -261,6 +264,9 @@ def suspicion_timeout(confirmations: int, expected: int, low: float, high: float
 #: The part of the gossip budget that membership may use; the catalog has the rest
 #: (see docs/catalog.md), and takes what membership overspends from its own share.
 MEMBERSHIP_SHARE = 0.5
+
+#: How far past the incarnation known an update may be (a refutation adds one).
+MAX_INCARNATION_JUMP = 1_000
 
 
 #: A relay nacks after this fraction of the probe timeout (memberlist: 80%).
@@ -865,6 +871,12 @@ class Membership:
         status = update.status
         if from_sync and status is Status.DEAD:
             status = Status.SUSPECT  # a whole table may be old: its deaths are suspicions
+        known = self._me if update.id == self.id else self._members.get(update.id)
+        if known is not None and update.incarnation > known.incarnation + MAX_INCARNATION_JUMP:
+            # A member raises its incarnation by one per refutation: a jump this large is
+            # forged (near 2**64 it would leave the member no number to refute with).
+            self.statistics.implausible += 1
+            return
         if update.id == self.id:
             self._about_me(update, status)
             return

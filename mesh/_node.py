@@ -92,8 +92,8 @@ __all__ = ["MeshChange", "Node", "NodeStatistics", "PeerInfo"]
 
 log = logging.getLogger("mesh.node")
 
-#: How long ``$mesh.members(fresh=True)`` waits for the stats it asked for (seconds).
-FRESH_STATS_WAIT = 0.2
+#: How long ``$mesh.members(fresh=True)`` waits at most for the stats it asked for.
+FRESH_STATS_WAIT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +197,9 @@ class Node:
         self._gossip_port = 0
         self._discovery: Discovery | None = None
         self._remote_view: list[MemberInfo] = []
+        # Members whose catalog record this node has held: only they are listed, so a
+        # member that exists only in (forged) gossip, with no record anywhere, never is.
+        self._listed: set[str] = {self.id}
         self._watchers: set[asyncio.Queue[MeshChange | None]] = set()
         self._changed: asyncio.Event | None = None
         self._connecting: dict[str, asyncio.Future[PeerInfo]] = {}
@@ -325,7 +328,8 @@ class Node:
             on_changes=self._on_changes,
             on_records=self._on_records,
             take_stats=self._take_stats,
-            send_timeout=self.config.timings.membership.probe_timeout,
+            # How long a message may wait for a new connection to come up (then dropped).
+            send_timeout=max(0.5, self.config.timings.membership.probe_interval),
         )
         self._gossip_port = gossiper.bind(self.config.host, self.config.gossip_port)
         self._gossiper = gossiper
@@ -518,7 +522,8 @@ class Node:
         if self._gossiper is None:
             return list(self._remote_view)
         membership, catalog = self._gossiper.membership, self._gossiper.catalog
-        return member_infos(membership.members(), catalog.record, catalog.stats, membership.since)
+        listed = [m for m in membership.members() if m.id in self._listed]
+        return member_infos(listed, catalog.record, catalog.stats, membership.since)
 
     def services(self) -> dict[str, ServiceListing]:
         """Every service offered by a live member, by name: its methods and providers
@@ -585,11 +590,19 @@ class Node:
             info = self._info(member.id)
             if info is not None:
                 events.append(MeshChange(change.kind, info, change.at))
+            if change.kind in {"forgotten", "replaced"}:
+                self._listed.discard(member.id)
         self._notify(events)
 
     def _on_records(self, ids: list[str]) -> None:
         events = []
         for id in ids:
+            if id not in self._listed:
+                self._listed.add(id)
+                info = self._info(id)
+                if info is not None:
+                    events.append(MeshChange("joined", info, time.monotonic()))
+                continue
             info = self._info(id)
             if info is not None:
                 events.append(MeshChange("updated", info, time.monotonic()))
@@ -961,8 +974,9 @@ class Node:
         elif call.target == "$mesh.members":
             fresh = bool(call.args[0]) if call.args else bool(call.kwargs.get("fresh"))
             if fresh and self._gossiper is not None and not self._closing:
+                asked = time.time()
                 self._gossiper.pull_stats_now(m.id for m in self.members())
-                self._spawn(self._members_later(routing_id, call.call_id), "fresh members")
+                self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
         else:
@@ -971,8 +985,15 @@ class Node:
                 Error(call.call_id, CallError.code, f"{call.target}: no such mesh method"),
             )
 
-    async def _members_later(self, routing_id: bytes, call_id: int) -> None:
-        await asyncio.sleep(FRESH_STATS_WAIT)
+    async def _members_later(self, routing_id: bytes, call_id: int, asked: float) -> None:
+        """Answer ``$mesh.members(fresh=True)`` once every live member's stats are newer
+        than ``asked`` (wall clock), or after :data:`FRESH_STATS_WAIT`."""
+        deadline = time.monotonic() + FRESH_STATS_WAIT
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 (stats come unannounced)
+            m.status == "alive" and (m.stats is None or m.stats.taken_at < asked)
+            for m in self.members()
+        ):
+            await asyncio.sleep(0.01)
         self._reply_members(routing_id, call_id)
 
     def _reply_members(self, routing_id: bytes, call_id: int) -> None:

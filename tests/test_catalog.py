@@ -639,6 +639,26 @@ def test_stats_on_demand_go_at_once_outside_the_budget() -> None:
     assert me.statistics.timeouts == 1
 
 
+def test_a_fresh_pull_while_a_regular_one_is_in_flight_gets_its_own_answer() -> None:
+    owner, me = catalog("o"), catalog("m", stats_interval=0.1)
+    owner.set_stats(stats("o"))
+    [(_, regular)] = me.tick(1.0, [("o", "g-o")])
+    assert regular == StatsPull("o", 0)
+    old = owner.answer(regular)  # answered before the owner's load changed
+    _, fresh = me.pull_stats_now("o", "g-o", 1.01)
+    owner.set_stats(stats("o", requests=7))
+    new = owner.answer(fresh)
+    # one connection: the replies come back in the order the pulls went out
+    me.apply(old, 1.02)
+    assert me.stats("o") == stats("o", version=1)
+    me.apply(new, 1.03)
+    assert me.stats("o") == stats("o", version=2, requests=7)
+    assert me.statistics.unsolicited == 0
+    assert me.statistics.stats_received == 2
+    me.apply(owner.answer(fresh), 1.04)  # a third reply was never asked for
+    assert me.statistics.unsolicited == 1
+
+
 # -- end to end: 30 nodes, real membership ------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from mesh._config import PROFILES, MembershipSettings
 from mesh._membership import (
+    MAX_INCARNATION_JUMP,
     Ack,
     Gossip,
     Member,
@@ -256,6 +257,36 @@ def test_a_cut_off_node_doubts_itself_instead_of_accusing() -> None:
     assert lonely.statistics.probes_failed > 0
     assert lonely.awareness > 0  # relays did not even nack: Lifeguard's local health
     assert all(status(lonely, n) is Status.ALIVE for n in nodes[1:])
+
+
+def test_a_node_cut_off_for_long_comes_to_see_its_partition() -> None:
+    """At the worst health score (it has failed for long) it accuses again, slowly."""
+    nodes = cores(6, TEST)
+    lonely = nodes[0]
+    others = {n.me.address for n in nodes[1:]}
+    now = 0.0
+    while now < 30.0 and any(status(lonely, n) is Status.ALIVE for n in nodes[1:]):
+        now += 0.01
+        deliver(nodes, lonely.tick(now), now, drop=others)
+    assert lonely.awareness == TEST.awareness_max
+    assert all(status(lonely, n) is not Status.ALIVE for n in nodes[1:]), now
+    print(f"a cut-off node saw every peer not alive after {now:.2f} s (test profile)")
+
+
+def test_an_implausible_incarnation_is_refused_and_counted() -> None:
+    """A member refutes by adding one: a jump near 2**64 is forged (it would leave the
+    member no number to refute with), about itself or anyone."""
+    a, b = cores(2)
+    forged = b.me._replace(incarnation=2**64 - 1, status=Status.DEAD, by="x")
+    a.receive(Gossip("x", (forged,)), 1.0)
+    b.receive(Gossip("x", (forged,)), 1.0)
+    assert status(a, b) is Status.ALIVE
+    assert b.me.incarnation == 0
+    assert b.statistics.refutations == 0
+    assert a.statistics.implausible == b.statistics.implausible == 1
+    step = b.me._replace(incarnation=MAX_INCARNATION_JUMP, status=Status.SUSPECT, by="x")
+    a.receive(Gossip("x", (step,)), 1.0)  # within the bound: taken
+    assert status(a, b) is Status.SUSPECT
 
 
 def test_awareness_slows_probing_and_recovers_with_acks() -> None:

@@ -162,9 +162,9 @@ async def test_watch_sees_joins_updates_and_leaves() -> None:
         await asyncio.sleep(0.05)
         late = Node(name="late", mesh=watcher.mesh, profile="test", seeds=(watcher.address,))
         async with late:
-            late.add_service(Calc())
             await eventually(lambda: ("joined", "late") in seen, 5.0, "join seen")
-            await eventually(lambda: ("updated", "late") in seen, 5.0, "record seen")
+            late.add_service(Calc())
+            await eventually(lambda: ("updated", "late") in seen, 5.0, "new record seen")
             await eventually(
                 lambda: "calc" in watcher.services(), 5.0, "calc listed after the update"
             )
@@ -266,12 +266,14 @@ async def test_discovery_on_loopback_alone_builds_the_mesh() -> None:
 async def test_a_client_lists_and_calls_through_one_node_and_leaves_no_trace() -> None:
     async with mesh_of(3) as nodes:
         nodes[2].add_service(Calc())
-        await nodes[0].wait_for_service("calc", timeout=5.0)
+        await nodes[1].wait_for_service("calc", timeout=5.0)  # the node the client asks
         async with Client(mesh=nodes[0].mesh, profile="test", seeds=(nodes[1].address,)) as c:
             assert c.via == nodes[1].address
             members = await c.members(fresh=True)
             assert {m.name for m in members} == {"n0", "n1", "n2"}
-            assert all(m.status == "alive" and m.stats is not None for m in members)
+            assert [(m.name, m.status, m.stats is not None) for m in members] == [
+                (name, "alive", True) for name in ("n0", "n1", "n2")
+            ]
             assert [p.node_name for p in (await c.services())["calc"].providers] == ["n2"]
             assert await c.call("calc.add", 20, 22) == 42
             async with await c.stream("calc.add", 1, 2) as items:  # not a stream: refused
