@@ -35,7 +35,9 @@ def demo(count: int, as_json: bool) -> None:
     """Start a mesh of node processes on 127.0.0.1, list it, call it, stop it cleanly.
 
     The nodes run under a mesh name of their own, so the demo never mixes with
-    another mesh; each node after the first joins through the first as its seed.
+    another mesh; each node after the first joins through the first as its seed (and
+    zeroconf on 127.0.0.1 finds them too). The listing is the gossiped one, read
+    through the first node as ``meshctl nodes`` reads it.
     """
     mesh_name = f"demo-{secrets.token_hex(3)}"
     procs: list[subprocess.Popen[str]] = []
@@ -49,7 +51,7 @@ def demo(count: int, as_json: bool) -> None:
             joined = _read_json(proc)
             if joined.get("event") != "connected":
                 raise click.ClickException(f"a node could not join: {joined.get('error')}")
-        result = asyncio.run(_tour(mesh_name, [r["address"] for r in readies]))
+        result = asyncio.run(_tour(mesh_name, readies[0]["address"], count))
     finally:
         codes = _stop(procs)
     if any(code != 0 for code in codes):
@@ -68,6 +70,7 @@ def _start(
         MESH_PROFILE="local",
         MESH_HOST="127.0.0.1",
         MESH_SEEDS=seeds,
+        MESH_INTERFACE="127.0.0.1",  # zeroconf on loopback only, never on a network
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", program],
@@ -95,48 +98,77 @@ def _read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
     raise click.ClickException(f"node process {proc.pid} said nothing in {READY_TIMEOUT} s")
 
 
-async def _tour(mesh_name: str, addresses: list[str]) -> dict[str, Any]:
-    """Join as a short-lived client node: list the nodes, make some calls, read a stream."""
-    config = mesh.Config(name="meshctl", mesh=mesh_name, profile="local")
-    async with mesh.Node(config) as me:
-        nodes: list[dict[str, Any]] = []
-        offered: set[str] = set()
-        for address in addresses:
-            started = time.perf_counter()
-            peer = await me.connect(address)
-            nodes.append(
-                {
-                    "id": peer.id,
-                    "name": peer.name,
-                    "address": address,
-                    "protocol": peer.version,
-                    "services": dict(peer.services),
-                    "handshake_ms": _ms(started),
-                }
-            )
-            offered.update(peer.services)
+async def _tour(mesh_name: str, seed: str, count: int) -> dict[str, Any]:
+    """Look in as meshctl does (a :class:`mesh.Client` through the first node, which
+    never joins): wait until gossip lists every node with its stats, then make some calls
+    and read a stream, each routed to the node that offers it."""
+    config = mesh.Config(mesh=mesh_name, profile="local", seeds=(seed,), discovery=False)
+    started = time.perf_counter()
+    async with mesh.Client(config) as client:
+        members = await client.members(fresh=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _settled(members, count):
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the mesh listed {len(members)} of {count} nodes")
+            await asyncio.sleep(0.05)
+            members = await client.members(fresh=True)
+        listed_ms = _ms(started)
+        nodes = [_node_row(m) for m in sorted(members, key=lambda m: m.name)]
+        offered = {name for n in nodes for name in n["services"]}
         calls = []
         if "calc" in offered:
             calls += [
-                await _call(me, "calc.add", 2, 3),
-                await _call(me, "calc.mul", 6, 7),
-                await _call(me, "calc.div", 1, 0),
-                await _call(me, "calc.slow", 5, timeout=0.2),
+                await _call(client, "calc.add", 2, 3),
+                await _call(client, "calc.mul", 6, 7),
+                await _call(client, "calc.div", 1, 0),
+                await _call(client, "calc.slow", 5, timeout=0.2),
             ]
         if "echo" in offered:
-            calls.append(await _call(me, "echo.say", "hello, mesh"))
+            calls.append(await _call(client, "echo.say", "hello, mesh"))
         stream = None
         if "calc" in offered:
-            async with me.stream("calc.count", 5) as items:
+            async with await client.stream("calc.count", 5) as items:
                 stream = {"target": "calc.count", "args": [5], "items": [x async for x in items]}
-    return {"mesh": mesh_name, "nodes": nodes, "calls": calls, "stream": stream}
+    return {
+        "mesh": mesh_name,
+        "via": seed,
+        "listed_ms": listed_ms,
+        "nodes": nodes,
+        "calls": calls,
+        "stream": stream,
+    }
 
 
-async def _call(node: mesh.Node, target: str, *args: Any, timeout: float = 5.0) -> dict[str, Any]:
+def _settled(members: list[mesh.MemberInfo], count: int) -> bool:
+    """Every node listed alive, with its record and its stats."""
+    return len(members) == count and all(
+        m.status == "alive" and m.record is not None and m.stats is not None for m in members
+    )
+
+
+def _node_row(member: mesh.MemberInfo) -> dict[str, Any]:
+    record, stats = member.record, member.stats
+    assert record is not None
+    assert stats is not None  # _settled checked both
+    return {
+        "id": member.id,
+        "name": member.name,
+        "address": member.address,
+        "status": member.status,
+        "protocol": record.protocol[1],
+        "services": {s.name: s.version for s in record.services},
+        "uptime": round(stats.node.uptime, 2),
+        "rss_bytes": stats.node.rss,
+    }
+
+
+async def _call(
+    client: mesh.Client, target: str, *args: Any, timeout: float = 5.0
+) -> dict[str, Any]:
     started = time.perf_counter()
     row: dict[str, Any] = {"target": target, "args": list(args)}
     try:
-        row["result"] = await node.call(target, *args, timeout=timeout)
+        row["result"] = await client.call(target, *args, timeout=timeout)
     except mesh.MeshError as exc:
         row["error"] = {"type": type(exc).__name__, "message": str(exc)}
     row["ms"] = _ms(started)
@@ -152,13 +184,19 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(result))
         return
     nodes = result["nodes"]
-    click.echo(f"mesh {result['mesh']}: {len(nodes)} nodes\n")
-    click.echo(f"{'NAME':<8} {'ID':<14} {'ADDRESS':<24} {'SERVICES':<18} {'HANDSHAKE':>9}")
+    click.echo(
+        f"mesh {result['mesh']}: {len(nodes)} nodes, listed by gossip through "
+        f"{result['via']} in {result['listed_ms']:.0f} ms\n"
+    )
+    click.echo(
+        f"{'NAME':<8} {'ID':<14} {'ADDRESS':<24} {'STATUS':<7} {'SERVICES':<12} "
+        f"{'UPTIME':>7} {'RSS':>7}"
+    )
     for n in nodes:
         services = ", ".join(f"{k}@{v}" for k, v in n["services"].items()) or "-"
         click.echo(
-            f"{n['name']:<8} {n['id'][:12]:<14} {n['address']:<24} {services:<18} "
-            f"{n['handshake_ms']:>7.2f}ms"
+            f"{n['name']:<8} {n['id'][:12]:<14} {n['address']:<24} {n['status']:<7} "
+            f"{services:<12} {n['uptime']:>6.1f}s {n['rss_bytes'] / 2**20:>5.0f}MB"
         )
     if result["calls"]:
         click.echo("\ncalls:")

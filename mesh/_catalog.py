@@ -860,6 +860,10 @@ class Catalog:
         self._stats_cursor = 0
         self._stats_waiting = False
         self._gone: set[str] = set()
+        # Members whose first record was just held and whose stats are not: their stats
+        # are pulled before the round's (a new member is listed with its load at once).
+        self._stats_first: dict[str, str] = {}
+        self._first_wake = math.inf
         first = dataclasses.replace(local, version=max(1, local.version))
         self._records[self.id] = _Held(first, self._check(first))
 
@@ -923,6 +927,7 @@ class Catalog:
         self._wants.pop(id, None)
         self._pending.pop(id, None)
         self._stats_pending.pop(id, None)
+        self._stats_first.pop(id, None)
         self._gone.add(id)
 
     # -- input from membership and the transport ---------------------------------------------
@@ -1019,6 +1024,9 @@ class Catalog:
         if held is None or record.version > held.record.version:
             self._records[reply.id] = _Held(record, record.size())
             newly.append((reply.id, record.version))
+            if held is None and reply.id not in self._stats:
+                self._stats_first[reply.id] = want.owner
+                self._first_wake = now
         if record.version >= want.version:
             del self._wants[reply.id]
         else:  # an older one than advertised: keep looking
@@ -1106,7 +1114,7 @@ class Catalog:
 
     def next_deadline(self) -> float:
         """When :meth:`tick` should run next (math.inf: only after new input)."""
-        deadline = min(self._record_wake, self._stats_due)
+        deadline = min(self._record_wake, self._stats_due, self._first_wake)
         for want in self._pending.values():
             deadline = min(deadline, want.pending_until)
         for pending in self._stats_pending.values():
@@ -1172,11 +1180,12 @@ class Catalog:
         for id in [i for i, p in self._stats_pending.items() if now >= p.until]:
             del self._stats_pending[id]
             self.statistics.timeouts += 1
+        if now >= self._first_wake:
+            self._pull_first_stats(now, out)
         members = len(live)
         interval = self.stats_interval(members)
         if now - self._stats_due > interval:
             self._stats_due = now  # a stalled loop does not pull a backlog in one burst
-        bucket = self._stats_bucket
         while now >= self._stats_due:
             if self._stats_cursor >= len(self._stats_order):
                 self._stats_order = [m for m in live if m[0] != self.id]
@@ -1193,20 +1202,41 @@ class Catalog:
                 self._stats_cursor += 1
                 self._stats_due += interval / max(1, members)
                 continue
-            have = self._stats.get(id)
-            pull = StatsPull(id, 0 if have is None else have.version)
-            estimate = round(self._stats_size)
-            if not bucket.affords(estimate):
-                if not self._stats_waiting:
-                    self._stats_waiting = True
-                    self.statistics.deferred += 1
-                self._stats_due = now + bucket.wait(estimate)
+            wait = self._pull_stats(id, address, now, out)
+            if wait:
+                self._stats_due = now + wait
                 return
-            self._stats_waiting = False
-            bucket.tokens -= estimate
             self._stats_cursor += 1
-            self._stats_pending[id] = _StatsPending(now + self.pull_timeout, estimate, False)
-            self.statistics.stats_pulls += 1
-            self.statistics.bytes_pulled += estimate
-            out.append((address, pull))
             self._stats_due += interval / max(1, members)
+
+    def _pull_first_stats(self, now: float, out: list[tuple[str, Pull]]) -> None:
+        """Pull the stats of members just listed, as far as the budget goes."""
+        first = self._stats_first
+        while first:
+            id, address = next(iter(first.items()))
+            if id not in self._stats and id not in self._stats_pending and id not in self._gone:
+                wait = self._pull_stats(id, address, now, out)
+                if wait:
+                    self._first_wake = now + wait
+                    return
+            del first[id]
+        self._first_wake = math.inf
+
+    def _pull_stats(self, id: str, address: str, now: float, out: list[tuple[str, Pull]]) -> float:
+        """Send a pull of ``id``'s stats if the budget affords it: 0.0, else the seconds to
+        wait for it (counted once as deferred until a pull goes)."""
+        estimate = round(self._stats_size)
+        bucket = self._stats_bucket
+        if not bucket.affords(estimate):
+            if not self._stats_waiting:
+                self._stats_waiting = True
+                self.statistics.deferred += 1
+            return bucket.wait(estimate)
+        self._stats_waiting = False
+        bucket.tokens -= estimate
+        have = self._stats.get(id)
+        self._stats_pending[id] = _StatsPending(now + self.pull_timeout, estimate, False)
+        self.statistics.stats_pulls += 1
+        self.statistics.bytes_pulled += estimate
+        out.append((address, StatsPull(id, 0 if have is None else have.version)))
+        return 0.0

@@ -423,7 +423,8 @@ def test_an_advert_becomes_a_pull_from_the_via() -> None:
     assert me.record("o") == record("o")
     assert {r.id for r in me.records()} == {"m", "o"}
     assert owner.statistics.record_pulls_served == 2  # the first holder, and the test's
-    assert me.tick(2.0, []) == []  # nothing left to pull
+    # nothing left to pull but the new member's first stats, from the member itself
+    assert me.tick(2.0, []) == [("g-owner", StatsPull("o", 0))]
     me.advert(Advert("o", 1, "g-other"), "g-owner", 3.0)  # old news
     assert me.tick(3.0, []) == []
 
@@ -503,9 +504,11 @@ def test_an_unchanged_record_is_a_tiny_answer() -> None:
 
 
 def exchange_all(puller: Catalog, server: Catalog, id: str) -> None:
+    """``puller`` gets ``id``'s record (and first stats, if held) from ``server``."""
     puller.advert(Advert(id, server.record(id).version, "x"), "x", 0.0)  # type: ignore[union-attr]
-    for _, pull in puller.tick(0.0, []):
-        exchange(puller, server, pull, 0.0)
+    while pulls := puller.tick(0.0, []):
+        for _, pull in pulls:
+            exchange(puller, server, pull, 0.0)
 
 
 def test_forget_drops_everything_about_a_member() -> None:
@@ -599,11 +602,13 @@ def test_record_pulls_that_do_not_fit_the_budget_wait_and_are_counted() -> None:
     while sent < 10:
         now = me.next_deadline()
         for _, pull in me.tick(now, []):
-            sent += 1
-            me.apply(RecordReply(pull.id, dataclasses.replace(owner.local, id=pull.id)), now)
+            if isinstance(pull, RecordPull):  # (the new members' stats are not answered)
+                sent += 1
+                me.apply(RecordReply(pull.id, dataclasses.replace(owner.local, id=pull.id)), now)
     # the rest went at the records' rate, each deferred pull counted once
     rate = SETTINGS.budget * RECORD_SHARE
-    assert now >= (me.statistics.bytes_pulled - capacity) / rate * 0.9
+    stats_bytes = me.statistics.stats_pulls * round(me._stats_size)
+    assert now >= (me.statistics.bytes_pulled - stats_bytes - capacity) / rate * 0.9
     assert 1 <= me.statistics.deferred <= 10 - len(first)
     assert len(me.records()) == 11
 
@@ -637,6 +642,23 @@ def test_stats_on_demand_go_at_once_outside_the_budget() -> None:
     assert exchange(me, owner, pull, 4.0) == []
     assert me.statistics.unsolicited == 1
     assert me.statistics.timeouts == 1
+
+
+def test_a_new_member_s_stats_are_pulled_as_soon_as_its_record_is_held() -> None:
+    owner, me = catalog("o"), catalog("m", stats_interval=10.0)
+    owner.set_stats(stats("o"))
+    live = [("o", "g-o")] + [(f"p{i}", f"g-p{i}") for i in range(9)]
+    me.tick(0.0, live[1:])  # a round of the other members, o not among them yet
+    me.advert(Advert("o", 1, "g-o"), "g-o", 1.0)
+    [(_, pull)] = me.tick(1.0, live)
+    assert exchange(me, owner, pull, 1.01) == [("o", 1)]
+    # its first stats are pulled at once, not at its turn in the next round (~10 s)
+    assert me.next_deadline() <= 1.01
+    assert ("g-o", StatsPull("o", 0)) in me.tick(1.01, live)
+    assert me.stats("o") is None
+    assert all(p.id != "o" for _, p in me.tick(1.02, live))  # asked once
+    # ... within the stats budget like every other pull
+    assert me.statistics.deferred == 0
 
 
 def test_a_fresh_pull_while_a_regular_one_is_in_flight_gets_its_own_answer() -> None:

@@ -30,6 +30,10 @@ def test_demo_starts_lists_and_stops_a_local_mesh() -> None:
     assert all(n["address"].startswith("tcp://127.0.0.1:") for n in nodes)
     assert all(n["protocol"] == 1 for n in nodes)
     assert [n["services"] for n in nodes] == [{"calc": "1.0.0"}, {"echo": "0.0.0"}, {}]
+    # the listing is the gossiped one, read through the first node
+    assert listing["via"] == nodes[0]["address"]
+    assert [n["status"] for n in nodes] == ["alive"] * 3
+    assert all(n["rss_bytes"] > 0 and n["uptime"] > 0 for n in nodes)
     calls = {c["target"]: c for c in listing["calls"]}
     assert calls["calc.add"]["result"] == 5
     assert calls["echo.say"]["result"] == "hello, mesh"
@@ -46,7 +50,11 @@ def test_demo_table_for_people() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "NAME" in result.stdout
-    assert "demo-2" in result.stdout
+    assert "listed by gossip through tcp://127.0.0.1:" in result.stdout
+    assert [line.split()[3] for line in result.stdout.splitlines() if line.startswith("demo-")] == [
+        "alive",
+        "alive",
+    ]
     assert "calc.add(2, 3) = 5" in result.stdout
     assert "stream calc.count(5): 0 1 2 3 4" in result.stdout
     assert "all 2 nodes left cleanly" in result.stdout
