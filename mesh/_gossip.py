@@ -279,17 +279,21 @@ class Gossiper:
         return pump
 
     def _drop_dealer_later(self, address: str) -> None:
-        """A member at ``address`` is gone: a fresh DEALER next time (a new process may
-        bind that port, and must never get what was queued for the old one)."""
-        if address in self._dealers and self._loop is not None:
-            task = self._loop.create_task(self._close_dealer(address, 0.0))
+        """A member at ``address`` is gone: the next message to that address goes on a
+        fresh DEALER (a new process may bind that port, and must never get what was
+        queued for the old one); the old one closes in the background."""
+        pump = self._dealers.pop(address, None)
+        if pump is not None and self._loop is not None:
+            task = self._loop.create_task(self._close_pump(pump, 0.0))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _close_dealer(self, address: str, linger: float) -> None:
         pump = self._dealers.pop(address, None)
-        if pump is None:
-            return
+        if pump is not None:
+            await self._close_pump(pump, linger)
+
+    async def _close_pump(self, pump: Pump, linger: float) -> None:
         s = pump.statistics()
         for i, value in enumerate(
             (s.messages_in, s.messages_out, s.bytes_in, s.bytes_out, s.dropped_out)

@@ -220,6 +220,32 @@ async def test_a_replaced_provider_fails_calls_at_once_and_idempotent_ones_move(
             assert nodes[2].statistics().services["calc"].methods["slow_add"].requests >= 1
 
 
+async def test_a_node_restarted_on_the_same_address_is_listed_at_once() -> None:
+    """A crashed node started again under the same name and ports replaces its old
+    entry at once, with its record: nothing sent to it is lost to the old connection."""
+    async with mesh_of(3) as nodes:
+        old = nodes[2]
+        await eventually(lambda: listed_by_all(nodes[:2], {"n0", "n1", "n2"}), 5.0, "formed")
+        ports = {"port": old._port, "gossip_port": old._gossip_port}
+        address = old.address
+        await _silence_gossip(old)  # a crash, as the mesh sees it
+        await old.aclose(grace=0)
+        new = Node(name="n2", mesh=old.mesh, profile="test", seeds=(nodes[0].address,), **ports)
+        async with new:
+            assert new.address == address
+            took = await eventually(
+                lambda: all(
+                    [(m.id, m.status, m.record is not None) for m in n.members() if m.name == "n2"]
+                    == [(new.id, "alive", True)]
+                    for n in nodes[:2]
+                ),
+                5.0,
+                "the new n2 listed alone, with its record",
+            )
+            print(f"restarted node listed by all {took:.3f} s after its start")
+            assert took < 1.0
+
+
 async def _silence_gossip(node: Node) -> None:
     """Make ``node`` look crashed to the mesh: its gossip stops, its RPC keeps going."""
     gossiper = node._gossiper

@@ -381,7 +381,7 @@ def test_restart_under_the_same_name_replaces_the_old_entry(cluster: Cluster) ->
 
     cluster.wait("the new h2 replaces the old", lambda: all(map(replaced, observers)), 10.0)
     print(f"\nrestart: new h2 listed alone by all {time.time() - restarted:.3f} s after ready")
-    assert time.time() - restarted < 3.0
+    assert time.time() - restarted < 1.0  # at once: no pull may be lost to the old one
     doubles = [(n.name, v["ids"]) for n in observers for v in n.views
                if v["t"] >= restarted and sum(e[0] == "h2" for e in v["ids"]) > 1]  # fmt: skip
     assert not doubles, doubles[:3]
