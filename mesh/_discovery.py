@@ -321,9 +321,11 @@ class Discovery:
     event loop with each valid :class:`Sighting` of another node of our mesh, on every
     Added or Updated service event (so possibly more than once: the caller dedups).
     With ``public_key`` (64 hex or 40 Z85 characters) only records carrying that key are
-    reported. With ``announce=False`` it only browses (``me`` names the mesh and the node
-    to skip): meshctl finds a node that way and leaves no trace. Use ``async with
-    Discovery(...)`` or :meth:`start` and :meth:`aclose`.
+    reported; with ``trusted``, only records carrying a key (raw 32 bytes) it accepts
+    (per-node keys: each node has its own, and trusts those in its ``allowed/``). With
+    ``announce=False`` it only browses (``me`` names the mesh and the node to skip):
+    meshctl finds a node that way and leaves no trace. Use ``async with Discovery(...)``
+    or :meth:`start` and :meth:`aclose`.
     """
 
     def __init__(
@@ -333,6 +335,7 @@ class Discovery:
         on_found: Callable[[Sighting], None],
         *,
         public_key: str | None = None,
+        trusted: Callable[[bytes], bool] | None = None,
         announce: bool = True,
     ) -> None:
         self.announce = announce
@@ -341,6 +344,7 @@ class Discovery:
         except ProtocolError as exc:
             raise ConfigError(f"discovery: this node's record is invalid: {exc}") from exc
         self._key: bytes | None = None
+        self._trusted = trusted
         if public_key is not None:
             try:
                 self._key = decode_key(public_key)
@@ -469,6 +473,16 @@ class Discovery:
         except Exception:
             log.debug("discovery: resolving %s failed", name, exc_info=True)
 
+    def _key_ok(self, text: str | None) -> bool:
+        if self._key is None and self._trusted is None:
+            return True
+        if text is None:
+            return False
+        key = z85_decode(text)
+        if self._key is not None and key != self._key:
+            return False
+        return self._trusted is None or self._trusted(key)
+
     def consider(self, properties: Mapping[bytes, bytes | None]) -> Sighting | None:
         """Judge one TXT record: count it, report it to ``on_found`` if it is a valid
         sighting of another node of our mesh (with our key, if required) and return it;
@@ -485,9 +499,7 @@ class Discovery:
             self._other_mesh += 1
             log.debug("discovery: %s is in mesh %r, ignored", sighting.name, sighting.mesh)
             return None
-        if self._key is not None and (
-            sighting.public_key is None or z85_decode(sighting.public_key) != self._key
-        ):
+        if not self._key_ok(sighting.public_key):
             self._wrong_key += 1
             log.debug("discovery: %s has another public key or none, ignored", sighting.name)
             return None

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import logging
 import random
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 from ._catalog import (
     Catalog,
+    CatalogStatistics,
     NodeLoad,
     Record,
     Stats,
@@ -32,7 +34,7 @@ from ._catalog import (
 from ._client import Connection, Outgoing, RoutedStream, Stream
 from ._config import Config
 from ._context import CallContext
-from ._discovery import Discovery, Sighting
+from ._discovery import Discovery, DiscoveryStatistics, Sighting
 from ._errors import (
     AuthenticationFailed,
     CallError,
@@ -49,7 +51,7 @@ from ._errors import (
     Unavailable,
     error_to_wire,
 )
-from ._gossip import Gossiper
+from ._gossip import Gossiper, GossipStatistics
 from ._gossip_wire import GossipCodec
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
 from ._keys import encode_key, z85_encode
@@ -64,7 +66,7 @@ from ._listing import (
     service_listings,
     version_matches,
 )
-from ._membership import Change, Member, Membership
+from ._membership import Change, Member, Membership, MemberStatistics
 from ._security import Security
 from ._server import Credit, Dispatcher
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
@@ -130,6 +132,12 @@ class NodeStatistics:
     #: Per service (offered by this node) and method.
     services: Mapping[str, ServiceStatistics]
     process: ProcessStatistics
+    #: The gossip socket, the membership and catalog cores (forged and implausible
+    #: gossip is counted there), and zeroconf; None where the node does not run it.
+    gossip: GossipStatistics | None = None
+    membership: MemberStatistics | None = None
+    catalog: CatalogStatistics | None = None
+    discovery: DiscoveryStatistics | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -262,6 +270,7 @@ class Node:
     def statistics(self) -> NodeStatistics:
         """A snapshot of this node's counters."""
         t = self._transport.statistics() if self._transport else None
+        gossiper = self._gossiper
         return NodeStatistics(
             id=self.id,
             name=self.name,
@@ -283,6 +292,10 @@ class Node:
             security_refused=self._security.refused if self._security else 0,
             services=MappingProxyType(self._dispatcher.statistics()),
             process=process_statistics(),
+            gossip=gossiper.statistics() if gossiper else None,
+            membership=copy.copy(gossiper.membership.statistics) if gossiper else None,
+            catalog=copy.copy(gossiper.catalog.statistics) if gossiper else None,
+            discovery=self._discovery.statistics if self._discovery else None,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -356,9 +369,15 @@ class Node:
                 self._sighting(),
                 self.config.discovery_interfaces,
                 self._on_sighting,
-                public_key=self.listing().public_key,
+                trusted=self._trusted_key(),
             )
             await self._discovery.start()
+
+    def _trusted_key(self) -> Callable[[bytes], bool] | None:
+        """Which keys discovery may join: with per-node keys, those this node admits."""
+        if self._security is None or not self._security.needs_peer_key:
+            return None
+        return self._security.trusts
 
     def _sighting(self) -> Sighting:
         return Sighting(
@@ -587,12 +606,20 @@ class Node:
             # A member that left finishes its calls in flight (it said GOODBYE when done).
             if change.kind in {"suspect", "failed", "replaced"}:
                 self._provider_lost(member.id, change.kind)
-            info = self._info(member.id)
-            if info is not None:
-                events.append(MeshChange(change.kind, info, change.at))
+            # Only listed members are watched ("joined" comes with the first record); a
+            # new record version heard of is "updated" once it is held (_on_records).
+            if change.kind != "updated" and member.id in self._listed:
+                events.append(MeshChange(change.kind, self._info_of(member), change.at))
             if change.kind in {"forgotten", "replaced"}:
                 self._listed.discard(member.id)
         self._notify(events)
+
+    def _info_of(self, member: Member) -> MemberInfo:
+        """``member`` listed, even when the core no longer holds it (replaced, forgotten):
+        the catalog still holds its record until after the changes are handled."""
+        assert self._gossiper is not None
+        catalog, membership = self._gossiper.catalog, self._gossiper.membership
+        return member_infos([member], catalog.record, catalog.stats, membership.since)[0]
 
     def _on_records(self, ids: list[str]) -> None:
         events = []
@@ -718,19 +745,26 @@ class Node:
             return await self._call_local(plain, args, kwargs, deadline, trace_id)
         tried: set[str] = set()
         attempt = 1
+        failed: Unavailable | None = None
         while True:
-            connection, idempotent, member_id = await self._route(
-                service, constraint, method, node, tried, deadline
-            )
+            try:
+                connection, idempotent, member_id = await self._route(
+                    service, constraint, method, node, tried, deadline
+                )
+            except NoProvider:
+                if failed is not None:  # no other provider: what the call itself met
+                    raise failed from None
+                raise
             try:
                 return await self._outgoing.call(
                     connection, plain, args, kwargs, deadline, trace_id, attempt
                 )
-            except Unavailable:
+            except Unavailable as exc:
                 if member_id is None or not idempotent or time.monotonic() >= deadline:
                     raise
                 tried.add(member_id)
                 attempt += 1
+                failed = exc
 
     def stream(
         self,

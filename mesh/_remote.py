@@ -98,13 +98,12 @@ class Client:
             gossip=node.address.partition("#")[0],
             pub=node.pub_address,
         )
-        key = node.listing().public_key
         deadline = time.monotonic() + timeout
         async with Discovery(
             me,
             self.config.discovery_interfaces,
             sightings.put_nowait,
-            public_key=key,
+            trusted=node._trusted_key(),
             announce=False,
         ):
             while (left := deadline - time.monotonic()) > 0:

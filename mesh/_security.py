@@ -166,6 +166,14 @@ class Security:
         sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
 
+    def trusts(self, public_key: bytes) -> bool:
+        """Would ZAP admit a node with this client key (raw 32 bytes)? Discovery joins only
+        such nodes: with per-node keys, a key in ``allowed/``."""
+        key = z85.encode(public_key)
+        if self.mode == "secret":
+            return key == self._keys.client_public
+        return key in self._allowed_keys()
+
     def _allowed_keys(self) -> frozenset[bytes]:
         """Public keys in ``allowed/``, re-read when the directory changes (rotation)."""
         assert self._allowed_dir is not None

@@ -148,15 +148,18 @@ async def test_wait_for_service_times_out_with_no_provider() -> None:
         assert time.monotonic() - started < 1.0
 
 
-async def test_watch_sees_joins_updates_and_leaves() -> None:
+async def test_watch_sees_joins_updates_leaves_and_purges() -> None:
     async with mesh_of(2) as nodes:
         watcher = nodes[0]
         await eventually(lambda: listed_by_all(nodes, {"n0", "n1"}), 5.0, "two listed")
         seen: list[tuple[str, str]] = []
+        updates: list[tuple[str, ...]] = []
 
         async def watch() -> None:
             async for change in watcher.watch():
                 seen.append((change.kind, change.member.name))
+                if change.kind == "updated":
+                    updates.append(change.member.services)
 
         task = asyncio.create_task(watch())
         await asyncio.sleep(0.05)
@@ -165,12 +168,15 @@ async def test_watch_sees_joins_updates_and_leaves() -> None:
             await eventually(lambda: ("joined", "late") in seen, 5.0, "join seen")
             late.add_service(Calc())
             await eventually(lambda: ("updated", "late") in seen, 5.0, "new record seen")
-            await eventually(
-                lambda: "calc" in watcher.services(), 5.0, "calc listed after the update"
-            )
+            assert "calc" in watcher.services()  # listed when the update is seen
+            await asyncio.sleep(0.3)
+            assert updates == [("calc",)]  # once, with the new record
         await eventually(lambda: ("left", "late") in seen, 5.0, "leave seen")
         assert statuses(watcher)["late"] == "left"
         assert "calc" not in watcher.services()
+        # a departed member is purged after dead_ttl (3 s in the test profile)
+        await eventually(lambda: ("forgotten", "late") in seen, 6.0, "purge seen")
+        assert "late" not in statuses(watcher)
         task.cancel()
 
 
@@ -220,12 +226,31 @@ async def test_a_replaced_provider_fails_calls_at_once_and_idempotent_ones_move(
             assert nodes[2].statistics().services["calc"].methods["slow_add"].requests >= 1
 
 
+async def test_an_idempotent_call_whose_only_provider_is_lost_says_so() -> None:
+    """With no other provider to move to, the caller sees ProviderLost, not NoProvider."""
+    async with mesh_of(2) as nodes:
+        nodes[1].add_service(Calc())
+        await nodes[0].wait_for_service("calc", timeout=5.0)
+        call = asyncio.create_task(nodes[0].call("calc.slow_add", 1, 2, 5.0, timeout=10))
+        await asyncio.sleep(0.1)
+        await _silence_gossip(nodes[1])
+        with pytest.raises(ProviderLost, match=r"suspect|dead"):
+            await call
+
+
 async def test_a_node_restarted_on_the_same_address_is_listed_at_once() -> None:
     """A crashed node started again under the same name and ports replaces its old
     entry at once, with its record: nothing sent to it is lost to the old connection."""
     async with mesh_of(3) as nodes:
         old = nodes[2]
         await eventually(lambda: listed_by_all(nodes[:2], {"n0", "n1", "n2"}), 5.0, "formed")
+        seen: list[tuple[str, str]] = []
+
+        async def watch() -> None:
+            async for change in nodes[0].watch():
+                seen.append((change.kind, change.member.id))
+
+        task = asyncio.create_task(watch())
         ports = {"port": old._port, "gossip_port": old._gossip_port}
         address = old.address
         await _silence_gossip(old)  # a crash, as the mesh sees it
@@ -244,6 +269,9 @@ async def test_a_node_restarted_on_the_same_address_is_listed_at_once() -> None:
             )
             print(f"restarted node listed by all {took:.3f} s after its start")
             assert took < 1.0
+            assert ("replaced", old.id) in seen
+            assert ("joined", new.id) in seen
+        task.cancel()
 
 
 async def _silence_gossip(node: Node) -> None:

@@ -1,5 +1,6 @@
 """Gossip with security on: outsiders stay out; forged gossip from an insider changes
-nothing a user relies on, and is counted (in-process, 127.0.0.1, shared-secret CURVE)."""
+nothing a user relies on, and is counted (in-process, 127.0.0.1, shared-secret CURVE;
+per-node keys with zeroconf on loopback)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from mesh import Limits, Node, write_secret
+from mesh import Limits, Node, write_keypair, write_secret
 from mesh._gossip_wire import GossipCodec, GossipMessage
 from mesh._membership import Gossip, Member, Status
 from mesh._security import Security
@@ -67,6 +68,46 @@ async def test_an_outsider_with_another_secret_never_joins(tmp_path: Path) -> No
             for node in nodes:
                 assert "outsider" not in statuses(node)
         assert nodes[0].statistics().transport_handshake_failures > refused_before
+
+
+async def test_per_node_keys_find_each_other_by_zeroconf_and_ignore_the_untrusted(
+    tmp_path: Path,
+) -> None:
+    """With per-node keys, zeroconf joins the nodes whose key is in ``allowed/`` (each
+    has its own key) and ignores, and counts, one whose key is not."""
+    trusted = [tmp_path / f"k{i}" for i in range(3)]
+    for directory in trusted:
+        write_keypair(directory)
+    for directory in trusted:
+        for other in trusted:
+            (directory / "allowed" / f"{other.name}.key").write_bytes(
+                (other / "node.key").read_bytes()
+            )
+    stranger = tmp_path / "stranger"
+    write_keypair(stranger)
+    settings = dict(
+        mesh=f"k-{secrets.token_hex(4)}", profile="test", discovery=True, interfaces=("127.0.0.1",)
+    )
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(Node(name=f"k{i}", keys_dir=d, **settings))
+            for i, d in enumerate(trusted)
+        ]
+        outsider = await stack.enter_async_context(
+            Node(name="stranger", keys_dir=stranger, **settings)
+        )
+        await eventually(
+            lambda: listed_by_all(nodes, {"k0", "k1", "k2"}), 10.0, "found by zeroconf"
+        )
+        await eventually(lambda: wrong_keys(nodes[0]) >= 1, 5.0, "the stranger counted")
+        assert [m.name for m in outsider.members()] == ["stranger"]
+        assert all("stranger" not in statuses(n) for n in nodes)
+
+
+def wrong_keys(node: Node) -> int:
+    discovery = node.statistics().discovery
+    assert discovery is not None
+    return discovery.wrong_key
 
 
 async def test_forged_gossip_changes_nothing_and_is_counted(tmp_path: Path) -> None:
