@@ -764,6 +764,8 @@ class CatalogStatistics:
     unsolicited: int = 0
     #: Pulls that were due and had to wait for the budget (each counted once).
     deferred: int = 0
+    #: Records of another mesh (gossip reached across meshes): refused, never listed.
+    foreign: int = 0
     #: Bytes of pulls sent and replies received (the budget's view), and of replies sent.
     bytes_pulled: int = 0
     bytes_served: int = 0
@@ -1020,6 +1022,10 @@ class Catalog:
         self.statistics.records_received += 1
         self._record_size += (size - self._record_size) / 8
         want.pending = None
+        if record.mesh != self.local.mesh:
+            self.statistics.foreign += 1
+            self._wants.pop(reply.id, None)
+            return []
         newly = []
         if held is None or record.version > held.record.version:
             self._records[reply.id] = _Held(record, record.size())

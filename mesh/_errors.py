@@ -249,11 +249,15 @@ _BY_CODE: dict[str, type[MeshError]] = {
 def error_to_wire(exc: BaseException) -> tuple[str, str, str, str]:
     """``(code, message, type, traceback)`` for an ERROR message about ``exc``.
 
-    Mesh errors keep their code (a nested call's timeout stays a timeout); any
-    other exception becomes ``remote`` with its qualified type and traceback text.
+    Mesh errors keep their code (a nested call's timeout stays a timeout), except a
+    :class:`ProviderLost`, sent as ``unavailable``: it would tell the caller that the
+    node it called is lost, when that node is alive and only lost a provider of its
+    own. Any other exception becomes ``remote`` with its qualified type and traceback.
     """
     if isinstance(exc, RemoteError):
         return exc.code, str(exc.args[0]) if exc.args else "", exc.remote_type, exc.remote_traceback
+    if isinstance(exc, ProviderLost):
+        return Unavailable.code, str(exc), type(exc).__name__, ""
     if isinstance(exc, MeshError):
         return exc.code, str(exc), type(exc).__name__, ""
     kind = type(exc)

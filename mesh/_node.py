@@ -211,6 +211,10 @@ class Node:
         self._watchers: set[asyncio.Queue[MeshChange | None]] = set()
         self._changed: asyncio.Event | None = None
         self._connecting: dict[str, asyncio.Future[PeerInfo]] = {}
+        self._routing: dict[str, int] = {}  # calls choosing a provider while it connects
+        # When $mesh.members(fresh) last asked for stats (wall clock), and whom.
+        self._fresh_pulled_at = 0.0
+        self._fresh_pulled: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- identity ---------------------------------------------------------------------------
@@ -828,12 +832,18 @@ class Node:
             )
             if info is None or info.record is None or info.id == self.id:
                 break
+            # Counted as outstanding while it connects, so a burst of calls spreads.
+            self._routing[info.id] = self._routing.get(info.id, 0) + 1
             try:
                 connection = await self._connection_to(info.address, deadline)
             except ConnectError as exc:  # nothing was sent: any method may go elsewhere
                 log.info("node %s: provider %s unreachable: %s", self.name, info.name, exc)
                 tried.add(info.id)
                 continue
+            finally:
+                left = self._routing.pop(info.id) - 1
+                if left:
+                    self._routing[info.id] = left
             listed = info.record.service(service)
             idempotent = listed is not None and any(
                 m.name == method and m.idempotent for m in listed.methods
@@ -849,10 +859,12 @@ class Node:
         )
 
     def _outstanding(self, member_id: str) -> int:
+        """Calls of this node on ``member_id``: sent and unanswered, or connecting."""
+        routing = self._routing.get(member_id, 0)
         for connection in self._connections.values():
             if connection.peer is not None and connection.peer.id == member_id:
-                return connection.outstanding
-        return 0
+                return connection.outstanding + routing
+        return routing
 
     async def _connection_to(self, address: str, deadline: float) -> Connection:
         """The connection to the node at ``address``, made (once) if needed."""
@@ -944,14 +956,14 @@ class Node:
 
     def _serve(self, routing_id: bytes, call: Call) -> None:
         """A peer's CALL: check it, then run it in a task of its own."""
-        if call.target.startswith("$mesh."):
-            self._serve_system(routing_id, call)
-            return
         if not self._accepting:
             self._reply(
                 routing_id,
                 Error(call.call_id, Unavailable.code, f"node {self.name!r} is shutting down"),
             )
+            return
+        if call.target.startswith("$mesh."):
+            self._serve_system(routing_id, call)
             return
         try:
             spec = self._dispatcher.resolve(call.target)
@@ -1004,12 +1016,18 @@ class Node:
         ``$mesh.members(fresh=False)`` (every member with record and stats; ``fresh``
         first asks every live member for its stats now and waits a moment for them)."""
         if call.target == "$mesh.listing":
-            self._reply(routing_id, Reply(call.call_id, self.listing().to_wire()))
+            # The record as gossiped (with its version) once the catalog holds it.
+            record = self.listing() if self._gossiper is None else self._gossiper.catalog.local
+            self._reply(routing_id, Reply(call.call_id, record.to_wire()))
         elif call.target == "$mesh.members":
             fresh = bool(call.args[0]) if call.args else bool(call.kwargs.get("fresh"))
             if fresh and self._gossiper is not None and not self._closing:
                 asked = time.time()
-                self._gossiper.pull_stats_now(m.id for m in self.members())
+                if asked - self._fresh_pulled_at >= FRESH_STATS_WAIT:
+                    self._fresh_pulled_at = asked
+                    self._fresh_pulled = set()
+                else:  # pulled a moment ago (by any caller): those answers will do
+                    asked = self._fresh_pulled_at
                 self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
@@ -1023,11 +1041,19 @@ class Node:
         """Answer ``$mesh.members(fresh=True)`` once every live member's stats are newer
         than ``asked`` (wall clock), or after :data:`FRESH_STATS_WAIT`."""
         deadline = time.monotonic() + FRESH_STATS_WAIT
-        while time.monotonic() < deadline and any(  # noqa: ASYNC110 (stats come unannounced)
-            m.status == "alive" and (m.stats is None or m.stats.taken_at < asked)
-            for m in self.members()
-        ):
-            await asyncio.sleep(0.01)
+        while time.monotonic() < deadline and self._gossiper is not None:
+            stale = {
+                m.id
+                for m in self.members()
+                if m.status == "alive" and (m.stats is None or m.stats.taken_at < asked)
+            }
+            if not stale:
+                break
+            # Each member is asked once per window, also one listed since the request.
+            if unasked := stale - self._fresh_pulled:
+                self._fresh_pulled |= unasked
+                self._gossiper.pull_stats_now(unasked)
+            await asyncio.sleep(0.01)  # stats come unannounced
         self._reply_members(routing_id, call_id)
 
     def _reply_members(self, routing_id: bytes, call_id: int) -> None:

@@ -644,6 +644,17 @@ def test_stats_on_demand_go_at_once_outside_the_budget() -> None:
     assert me.statistics.timeouts == 1
 
 
+def test_a_record_of_another_mesh_is_refused_and_counted() -> None:
+    owner = Catalog(record("o", mesh="other"), SETTINGS, random.Random(0), 0.0)
+    me = catalog("m")
+    me.advert(Advert("o", 1, "g-o"), "g-o", 0.0)
+    [(_, pull)] = me.tick(0.0, [])
+    assert exchange(me, owner, pull, 0.1) == []
+    assert me.record("o") is None
+    assert me.statistics.foreign == 1
+    assert me.tick(1.0, []) == []  # not asked again
+
+
 def test_a_new_member_s_stats_are_pulled_as_soon_as_its_record_is_held() -> None:
     owner, me = catalog("o"), catalog("m", stats_interval=10.0)
     owner.set_stats(stats("o"))

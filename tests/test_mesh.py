@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from mesh import CallError, Client, Node, NoMeshFound, NoProvider, ProviderLost, method, service
+from mesh import (
+    CallError,
+    Client,
+    Node,
+    NoMeshFound,
+    NoProvider,
+    ProviderLost,
+    Unavailable,
+    method,
+    service,
+)
 
 
 @service("calc", version="1.2.0")
@@ -226,6 +236,24 @@ async def test_a_replaced_provider_fails_calls_at_once_and_idempotent_ones_move(
             assert nodes[2].statistics().services["calc"].methods["slow_add"].requests >= 1
 
 
+async def test_a_burst_of_calls_spreads_over_providers_not_yet_connected() -> None:
+    async with mesh_of(3) as nodes:
+        caller = nodes[0]
+        nodes[1].add_service(Calc())
+        nodes[2].add_service(Calc())
+        await eventually(
+            lambda: len(getattr(caller.services().get("calc"), "providers", ())) == 2,
+            5.0,
+            "two providers",
+        )
+        assert await asyncio.gather(*(caller.call("calc.add", i, 1) for i in range(10))) == [
+            i + 1 for i in range(10)
+        ]
+        served = [n.statistics().services["calc"].methods["add"].requests for n in nodes[1:]]
+        assert sum(served) == 10
+        assert min(served) >= 3  # 5 and 5 when nothing connects in between
+
+
 async def test_an_idempotent_call_whose_only_provider_is_lost_says_so() -> None:
     """With no other provider to move to, the caller sees ProviderLost, not NoProvider."""
     async with mesh_of(2) as nodes:
@@ -236,6 +264,25 @@ async def test_an_idempotent_call_whose_only_provider_is_lost_says_so() -> None:
         await _silence_gossip(nodes[1])
         with pytest.raises(ProviderLost, match=r"suspect|dead"):
             await call
+
+
+async def test_a_provider_lost_by_a_handler_reaches_its_caller_as_unavailable() -> None:
+    """The handler's node is alive: its caller must not take it for lost."""
+
+    @service("front")
+    class Front:
+        @method
+        async def work(self) -> None:
+            raise ProviderLost("back.work: provider 'b' is dead")
+
+    async with mesh_of(2) as nodes:
+        nodes[1].add_service(Front())
+        await nodes[0].wait_for_service("front", timeout=5.0)
+        with pytest.raises(Unavailable) as info:
+            await nodes[0].call("front.work")
+        assert type(info.value) is Unavailable
+        assert "provider 'b' is dead" in str(info.value)
+        assert statuses(nodes[0])["n1"] == "alive"
 
 
 async def test_a_node_restarted_on_the_same_address_is_listed_at_once() -> None:
