@@ -610,6 +610,8 @@ class Node:
             # A member that left finishes its calls in flight (it said GOODBYE when done).
             if change.kind in {"suspect", "failed", "replaced"}:
                 self._provider_lost(member.id, change.kind)
+            if change.kind in {"failed", "replaced", "forgotten"}:
+                self._caller_gone(member.id)
             # Only listed members are watched ("joined" comes with the first record); a
             # new record version heard of is "updated" once it is held (_on_records).
             if change.kind != "updated" and member.id in self._listed:
@@ -652,6 +654,15 @@ class Node:
             if why != "suspect" and self._transport is not None:
                 del self._connections[address]  # a fresh DEALER if it comes back
                 self._spawn(self._transport.close_pump(connection.pump), "close connection")
+
+    def _caller_gone(self, member_id: str) -> None:
+        """Member ``member_id`` is dead or replaced (a GOODBYE may never come): its
+        sessions end and the calls it made here are abandoned, as after a GOODBYE."""
+        for routing_id, session in list(self._sessions.items()):
+            if session.id == member_id:
+                del self._sessions[routing_id]
+                for key in [k for k in self._serving if k[0] == routing_id]:
+                    self._abandon(key)  # nobody is left to answer
 
     def _take_stats(self) -> Stats:
         t = self._transport.statistics() if self._transport else None
@@ -1242,6 +1253,14 @@ class Node:
 
     def _on_monitor_event(self, connection: Connection, event: MonitorEvent) -> None:
         connection.last_event = event
+        peer = connection.peer
+        if event.kind == "disconnected" and not self._joins and peer is not None:
+            # A node that does not join (a Client's) has no membership to say that the
+            # provider died: its lost connection ends the calls waiting on it. (A member
+            # waits for the verdict of membership: a disconnect alone is not one.)
+            self._outgoing.fail_connection(
+                connection, f"the connection to provider {peer.name!r} was lost", ProviderLost
+            )
         if event.kind.startswith("handshake_failed"):
             self._transport_handshake_failures += 1
             log.warning("%s: socket handshake failed (%s)", connection.address, event.kind)
@@ -1277,9 +1296,7 @@ class Node:
         elif isinstance(message, Goodbye):
             session = self._sessions.get(routing_id)
             if session is not None and session.id == message.node_id:
-                del self._sessions[routing_id]
-                for key in [k for k in self._serving if k[0] == routing_id]:
-                    self._abandon(key)  # nobody is left to answer
+                self._caller_gone(session.id)
         elif routing_id not in self._sessions:
             self._protocol_errors += 1
             if not isinstance(message, Error):

@@ -285,6 +285,36 @@ async def test_a_provider_lost_by_a_handler_reaches_its_caller_as_unavailable() 
         assert statuses(nodes[0])["n1"] == "alive"
 
 
+async def test_calls_of_a_caller_declared_dead_are_abandoned() -> None:
+    """A caller that crashes (no GOODBYE) is dropped from ``peers`` once the membership
+    declares it dead, and the handlers running for it are cancelled."""
+    cancelled = asyncio.Event()
+
+    @service("work")
+    class Work:
+        @method
+        async def long(self) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    async with mesh_of(3) as nodes:
+        provider, caller = nodes[1], nodes[2]
+        provider.add_service(Work())
+        await caller.wait_for_service("work", timeout=5.0)
+        call = asyncio.create_task(caller.call("work.long", timeout=60))
+        await eventually(lambda: provider.statistics().calls_in_flight == 1, 5.0, "running")
+        assert caller.id in provider.peers
+        await _silence_gossip(caller)  # a crash, as the mesh sees it
+        await eventually(lambda: statuses(provider).get("n2") == "dead", 5.0, "declared dead")
+        await asyncio.wait_for(cancelled.wait(), 1.0)
+        assert provider.statistics().calls_in_flight == 0
+        assert caller.id not in provider.peers
+        call.cancel()
+
+
 async def test_a_node_restarted_on_the_same_address_is_listed_at_once() -> None:
     """A crashed node started again under the same name and ports replaces its old
     entry at once, with its record: nothing sent to it is lost to the old connection."""

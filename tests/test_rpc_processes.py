@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import signal
+import time
 
 import pytest
 
@@ -49,3 +53,27 @@ async def test_sigterm_lets_calls_in_flight_finish() -> None:
             exit_code = asyncio.create_task(asyncio.to_thread(stop, calc))
             assert await slow == 0.5  # finished within the grace period
             assert await exit_code == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_call_to_a_provider_killed_fails_at_once() -> None:
+    """``mesh.Client`` follows no membership: the lost connection itself ends the call,
+    with ProviderLost, long before its deadline."""
+    name = f"t-{secrets.token_hex(4)}"
+    with node_program("nodes.plain", node_env(MESH_NAME=name, MESH_NODE_NAME="seed")) as seed:
+        seed_address = read_line(seed)["address"]
+        env = node_env(MESH_NAME=name, MESH_NODE_NAME="calc", MESH_SEEDS=seed_address)
+        with node_program("nodes.calc", env) as calc:
+            read_line(calc)
+            async with mesh.Client(mesh=name, profile="test", seeds=(seed_address,)) as client:
+                listed = time.monotonic() + 10
+                while "calc" not in await client.services():
+                    assert time.monotonic() < listed, "calc never listed"
+                    await asyncio.sleep(0.05)
+                call = asyncio.create_task(client.call("calc.slow", 30, timeout=30))
+                await asyncio.sleep(0.3)
+                os.kill(calc.pid, signal.SIGKILL)
+                killed = time.monotonic()
+                with pytest.raises(mesh.ProviderLost, match="lost"):
+                    await call
+                assert time.monotonic() - killed < 2.0
