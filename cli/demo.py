@@ -190,13 +190,13 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     )
     click.echo(
         f"{'NAME':<8} {'ID':<14} {'ADDRESS':<24} {'STATUS':<7} {'SERVICES':<12} "
-        f"{'UPTIME':>7} {'RSS':>7}"
+        f"{'UPTIME':>7} {'RSS':>8}"
     )
     for n in nodes:
         services = ", ".join(f"{k}@{v}" for k, v in n["services"].items()) or "-"
         click.echo(
             f"{n['name']:<8} {n['id'][:12]:<14} {n['address']:<24} {n['status']:<7} "
-            f"{services:<12} {n['uptime']:>6.1f}s {n['rss_bytes'] / 2**20:>5.0f}MB"
+            f"{services:<12} {n['uptime']:>6.1f}s {n['rss_bytes'] / 2**20:>5.0f}MiB"
         )
     if result["calls"]:
         click.echo("\ncalls:")

@@ -865,6 +865,7 @@ class Catalog:
         # Members whose first record was just held and whose stats are not: their stats
         # are pulled before the round's (a new member is listed with its load at once).
         self._stats_first: dict[str, str] = {}
+        self._foreign: set[str] = set()  # members whose record is of another mesh
         self._first_wake = math.inf
         first = dataclasses.replace(local, version=max(1, local.version))
         self._records[self.id] = _Held(first, self._check(first))
@@ -939,7 +940,7 @@ class Catalog:
         ``advert.via``; ``owner`` is the member's own address (``membership.get(id)``),
         the last resort."""
         id, version, via = advert.id, advert.version, advert.via
-        if id == self.id:
+        if id == self.id or id in self._foreign:
             return
         held = self._records.get(id)
         if held is not None and held.record.version >= version:
@@ -1025,12 +1026,14 @@ class Catalog:
         if record.mesh != self.local.mesh:
             self.statistics.foreign += 1
             self._wants.pop(reply.id, None)
+            self._foreign.add(reply.id)  # not pulled again, whatever it advertises
             return []
         newly = []
         if held is None or record.version > held.record.version:
             self._records[reply.id] = _Held(record, record.size())
             newly.append((reply.id, record.version))
             if held is None and reply.id not in self._stats:
+                self._gone.discard(reply.id)  # failed once, back now
                 self._stats_first[reply.id] = want.owner
                 self._first_wake = now
         if record.version >= want.version:

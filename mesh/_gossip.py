@@ -53,6 +53,9 @@ class GossipStatistics:
     protocol_errors: int
     #: Disconnects seen by the socket monitor (each moved a probe forward).
     disconnects: int
+    #: Socket (CURVE) handshakes that failed on this node's gossip DEALERs: a node with
+    #: another secret or key; the DEALER is dropped unless the address is a member's.
+    handshake_failures: int = 0
 
 
 class Gossiper:
@@ -92,6 +95,7 @@ class Gossiper:
         self._closing = False
         self._protocol_errors = 0
         self._disconnects = 0
+        self._handshake_failures = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -158,6 +162,7 @@ class Gossiper:
             dropped_out,
             self._protocol_errors,
             self._disconnects,
+            self._handshake_failures,
         )
 
     def pull_stats_now(self, ids: Iterable[str]) -> None:
@@ -360,6 +365,12 @@ class Gossiper:
         self._schedule()
 
     def _on_monitor_event(self, address: str, event: MonitorEvent) -> None:
+        if event.kind.startswith("handshake_failed") and not self._closing:
+            self._handshake_failures += 1
+            log.info("gossip with %s: socket handshake failed (%s)", address, event.kind)
+            if not any(m.address == address for m in self.membership.members() if m.live):
+                self._drop_dealer_later(address)  # libzmq would retry it forever
+            return
         if event.kind == "disconnected" and not self._closing:
             self._disconnects += 1
             self._run(lambda now: self.membership.disconnected(address, now))

@@ -8,8 +8,8 @@ Two modes (docs/security.md):
   key. Anyone with the secret is a member; nobody else is.
 - **Per-node keys** (``keys_dir``): each node has its own keypair and a directory
   of public keys it admits. A caller must know the public key of the node it
-  connects to: it travels in addresses (``tcp://host:port#KEY``), in HELLO and
-  (later) in discovery records.
+  connects to: it travels in addresses (``tcp://host:port#KEY``), in HELLO and in
+  discovery records (zeroconf joins the nodes whose key is admitted: :meth:`trusts`).
 
 Keys appear in addresses as 64 hex characters (shell-safe; Z85 has ``$``, ``&``,
 ``#``); Z85 (40 characters, as in ZeroMQ's own key files) is accepted too.

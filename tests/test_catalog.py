@@ -653,6 +653,8 @@ def test_a_record_of_another_mesh_is_refused_and_counted() -> None:
     assert me.record("o") is None
     assert me.statistics.foreign == 1
     assert me.tick(1.0, []) == []  # not asked again
+    me.advert(Advert("o", 2, "g-o"), "g-o", 2.0)  # whatever it advertises
+    assert me.tick(2.0, []) == []
 
 
 def test_a_new_member_s_stats_are_pulled_as_soon_as_its_record_is_held() -> None:

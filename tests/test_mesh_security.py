@@ -104,6 +104,42 @@ async def test_per_node_keys_find_each_other_by_zeroconf_and_ignore_the_untruste
         assert all("stranger" not in statuses(n) for n in nodes)
 
 
+async def test_zeroconf_finds_a_node_of_another_secret_and_gives_up_on_it(
+    tmp_path: Path,
+) -> None:
+    """Shared-secret TXT records carry no key: an outsider of the same mesh name is
+    found, its CURVE handshake fails (counted), and its gossip socket is let go."""
+    secret = write_secret(tmp_path / "mesh.secret")
+    other = write_secret(tmp_path / "other.secret")
+    settings = dict(
+        mesh=f"z-{secrets.token_hex(4)}", profile="test", discovery=True, interfaces=("127.0.0.1",)
+    )
+    async with AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(Node(name=f"z{i}", secret_file=secret, **settings))
+            for i in range(2)
+        ]
+        outsider = await stack.enter_async_context(
+            Node(name="outsider", secret_file=other, **settings)
+        )
+        await eventually(lambda: listed_by_all(nodes, {"z0", "z1"}), 10.0, "found by zeroconf")
+        insider = nodes[0]
+
+        def failures() -> int:
+            gossip = insider.statistics().gossip
+            assert gossip is not None
+            return gossip.handshake_failures
+
+        await eventually(lambda: failures() >= 1, 5.0, "the failed handshake counted")
+        gossiper = insider._gossiper
+        assert gossiper is not None
+        await eventually(
+            lambda: outsider.gossip_address not in gossiper._dealers, 2.0, "its socket let go"
+        )
+        assert "outsider" not in statuses(insider)
+        assert [m.name for m in outsider.members()] == ["outsider"]
+
+
 def wrong_keys(node: Node) -> int:
     discovery = node.statistics().discovery
     assert discovery is not None
