@@ -107,6 +107,14 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     return callback
 
 
+#: ``--fresh`` of the listing commands: the node pulls every member's stats first.
+fresh_option = click.option(
+    "--fresh",
+    is_flag=True,
+    help="Ask the node to pull every member's stats first (a fraction of a second more).",
+)
+
+
 def global_options(*, group: bool) -> Callable[[F], F]:
     """The options every mesh command takes, on the group and again on the command
     (environment variables are read once, by the group)."""

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli._common import Settings, echo_table, global_options, run, to_json
+from cli._common import Settings, echo_table, fresh_option, global_options, run, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -15,11 +15,7 @@ HEADERS = ["NAME", "VERSIONS", "PROVIDERS", "REQUESTS", "ERRORS", "P50", "P99", 
 
 
 @click.command()
-@click.option(
-    "--fresh",
-    is_flag=True,
-    help="Ask the node to pull every member's stats first (a fraction of a second more).",
-)
+@fresh_option
 @global_options(group=False)
 @click.pass_context
 def services(ctx: click.Context, fresh: bool) -> None:
