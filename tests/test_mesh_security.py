@@ -202,6 +202,8 @@ async def test_forged_gossip_changes_nothing_and_is_counted(tmp_path: Path) -> N
         for node in nodes:
             assert set(statuses(node)) == names
             assert statuses(node)["n1"] == "alive"
+        # A node that took the forged death dropped the victim's record: it pulls it again.
+        await nodes[2].wait_for_service("calc", timeout=5.0)
         assert await nodes[2].call("calc.add", 1, 2) == 3
 
 
