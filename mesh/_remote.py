@@ -135,6 +135,7 @@ class Client:
             raise ProtocolError(f"$mesh.members: expected a list, got {wire!r:.80}")
         self._members = [member_from_wire(item) for item in wire]
         node._remote_view = self._members
+        node._listing_changed()
         return self._members
 
     async def services(self, *, fresh: bool = False) -> dict[str, ServiceListing]:

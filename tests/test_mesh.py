@@ -254,6 +254,26 @@ async def test_a_burst_of_calls_spreads_over_providers_not_yet_connected() -> No
         assert min(served) >= 3  # 5 and 5 when nothing connects in between
 
 
+async def test_routing_follows_services_added_and_removed() -> None:
+    async with mesh_of(3) as nodes:
+        caller, first, second = nodes
+        first.add_service(Calc())
+        await caller.wait_for_service("calc", timeout=5.0)
+        assert await caller.call("calc.add", 1, 1) == 2
+        second.add_service(CalcTwo())
+        await caller.wait_for_service("calc@2", timeout=5.0)
+        assert await caller.call("calc@2.add", 1, 1) == 2002
+        first.remove_service("calc")
+        await eventually(
+            lambda: [p.node_name for p in caller.services()["calc"].providers] == ["n2"],
+            5.0,
+            "the removal listed",
+        )
+        assert await caller.call("calc.add", 1, 1) == 2002  # only the other is left
+        with pytest.raises(NoProvider):
+            await caller.call("calc@1.add", 1, 1)
+
+
 async def test_an_idempotent_call_whose_only_provider_is_lost_says_so() -> None:
     """With no other provider to move to, the caller sees ProviderLost, not NoProvider."""
     async with mesh_of(2) as nodes:
