@@ -235,6 +235,8 @@ class MemberStatistics:
     nacks: int = 0
     suspicions: int = 0
     refutations: int = 0
+    #: Suspects told of their suspicion when they made contact (see _tell_suspect).
+    suspects_told: int = 0
     #: Updates refused as implausible: an incarnation far past the one known (forged).
     implausible: int = 0
     stalls: int = 0
@@ -463,6 +465,7 @@ class Membership:
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
         self._urgent: list[str] = []
+        self._told: dict[str, float] = {}  # suspects told of it, and when
         self._relays: dict[int, _Relay] = {}
         self._next_probe = now + rng.uniform(0, settings.probe_interval)
         self._next_gossip = now + rng.uniform(0, settings.gossip_interval)
@@ -625,7 +628,24 @@ class Membership:
                 self._apply(member, now, member.id != message.source, message.reply_to)
             if message.reply:
                 self._sync_with(message.reply_to, out, reply=False)
+        self._tell_suspect(message.source, now, out)
         return self._done(out)
+
+    def _tell_suspect(self, source: str, now: float, out: list[Send]) -> None:
+        """A member this node holds as suspect just sent it something: tell it (at most
+        once a probe interval), so it refutes now. Lifeguard's buddy system tells a
+        suspect only when a suspecting node probes it; after a partition heals, nodes
+        whose awareness is high probe every few seconds, and a cut-off node could learn
+        of its suspicion only after the shortest suspicion had run out."""
+        member = self._members.get(source)
+        if member is None or member.status is not Status.SUSPECT:
+            self._told.pop(source, None)
+            return
+        if now - self._told.get(source, -math.inf) < self.settings.probe_interval:
+            return
+        self._told[source] = now
+        self.statistics.suspects_told += 1
+        self._send(out, member.address, Gossip(self.id, (member,)))
 
     def tick(self, now: float) -> list[Send]:
         """Run the timers that are due; returns what to send."""
@@ -1033,6 +1053,7 @@ class Membership:
     def _forget(self, member: Member) -> None:
         self._live_count -= member.live
         self._suspicions.pop(member.id, None)
+        self._told.pop(member.id, None)
         self._gone.pop(member.id, None)
         self._held.pop(member.id, None)
         self._since.pop(member.id, None)

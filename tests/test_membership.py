@@ -214,6 +214,29 @@ def test_a_suspect_refutes_and_everyone_believes_it() -> None:
     assert any(c.kind == "alive" for c in a.changes() if c.member.id == b.id)
 
 
+def test_a_suspect_that_makes_contact_is_told_and_refutes() -> None:
+    """Whoever holds a member as suspect tells it so when it hears from it (at most once a
+    probe interval): after a partition heals, a suspect learns of its suspicion from its
+    first message out, not when some suspecting node happens to probe it."""
+    nodes = cores(3, TEST)
+    a, b = nodes[0], nodes[1]
+    rumour = Member(b.id, b.me.name, b.me.address, 0, Status.SUSPECT, nodes[2].id)
+    a.receive(Gossip(nodes[2].id, (rumour,)), 0.01)
+    assert status(a, b) is Status.SUSPECT
+    news = Gossip(b.id, ())  # b gossips, with nothing about itself
+    [told] = [s for s in a.receive(news, 0.02) if s.to == b.me.address]
+    assert a.statistics.suspects_told == 1
+    assert a.receive(news, 0.03) == []  # not again within a probe interval
+    for send in b.receive(told.message, 0.04):
+        a.receive(send.message, 0.04) if send.to == a.me.address else None
+    assert b.me.incarnation == 1  # b refuted
+    b_news = [s for s in b.tick(b.next_deadline()) if s.to == a.me.address]
+    for send in b_news:
+        a.receive(send.message, 0.1)
+    run(nodes, 0.1, 0.6)
+    assert status(a, b) is Status.ALIVE
+
+
 def test_older_news_never_wins() -> None:
     a, b = cores(2, TEST)
     b.receive(Gossip(a.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, a.id),)), 0)
