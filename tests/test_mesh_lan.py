@@ -301,6 +301,22 @@ def test_zeroconf_alone_builds_the_mesh_and_calls_cross_hosts(cluster: Cluster) 
     assert all(full_view(cluster.nodes, {"calc": ["h4", "h5"]})(n.view)
                for n in cluster.nodes.values())  # fmt: skip
 
+    # meshctl from any host, finding a node by zeroconf alone, lists every node and service
+    meshctl = str(Path(sys.executable).parent / "meshctl")
+    for host in (cluster.lan.hosts[0], cluster.lan.hosts[2]):
+        where = ["--mesh", cluster.mesh, "--interface", host.interface, "--discovery"]
+        listed = host.run([meshctl, "nodes", "--json", "--fresh", *where], timeout=20)
+        assert listed.returncode == 0, listed.stderr
+        members = json.loads(listed.stdout)
+        assert sorted(m["name"] for m in members) == [h.name for h in cluster.lan.hosts]
+        assert all(m["status"] == "alive" and m["stats"] is not None for m in members)
+        offered = host.run([meshctl, "services", "--json", *where], timeout=20)
+        assert offered.returncode == 0, offered.stderr
+        [calc] = json.loads(offered.stdout)
+        assert sorted(p["node"] for p in calc["providers"]) == ["h4", "h5"]
+        called = host.run([meshctl, "call", "calc.add", "2", "3", "--json", *where], timeout=20)
+        assert (called.returncode, called.stdout.strip()) == (0, "5"), called.stderr
+
 
 @pytest.mark.timeout(90)
 def test_sigkill_suspect_then_dead_and_calls_go_elsewhere(cluster: Cluster) -> None:
