@@ -334,7 +334,7 @@ def choose_provider(
     candidates: Iterable[MemberInfo],
     service: str,
     constraint: str,
-    outstanding: Callable[[str], int],
+    outstanding: Callable[[MemberInfo], int],
     *,
     exclude: frozenset[str] = frozenset(),
     pinned: str | None = None,
@@ -355,7 +355,7 @@ def choose_provider(
             continue
         if not version_matches(constraint, listed.version):
             continue
-        load = outstanding(info.id)
+        load = outstanding(info)
         if best is None or load < best_load or (load == best_load and info.id < best.id):
             best, best_load = info, load
     return best

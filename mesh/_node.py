@@ -625,9 +625,6 @@ class Node:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def _info(self, id: str) -> MemberInfo | None:
-        return next((m for m in self.members() if m.id == id), None)
-
     def _on_changes(self, changes: list[Change]) -> None:
         self._listing_changed()
         events = []
@@ -654,18 +651,18 @@ class Node:
         return member_infos([member], catalog.record, catalog.stats, membership.since)[0]
 
     def _on_records(self, ids: list[str]) -> None:
+        """Records newly held: a member's first makes it listed ("joined"), a later one
+        is "updated". Each is looked up by id, not by listing the mesh."""
+        assert self._gossiper is not None
         self._listing_changed()
         events = []
         for id in ids:
-            if id not in self._listed:
-                self._listed.add(id)
-                info = self._info(id)
-                if info is not None:
-                    events.append(MeshChange("joined", info, time.monotonic()))
+            member = self._gossiper.membership.get(id)
+            if member is None:
                 continue
-            info = self._info(id)
-            if info is not None:
-                events.append(MeshChange("updated", info, time.monotonic()))
+            kind = "updated" if id in self._listed else "joined"
+            self._listed.add(id)
+            events.append(MeshChange(kind, self._info_of(member), time.monotonic()))
         self._notify(events)
 
     def _provider_lost(self, member_id: str, why: str) -> None:
@@ -860,17 +857,11 @@ class Node:
         """A connection to a provider of ``service``, whether ``method`` is idempotent
         there, and the provider's member id (None: a peer connected by hand)."""
         while True:
-            providers = self._providers_of(service)
-            addresses = {p.id: p.address for p in providers}
-
-            def outstanding(id: str, at: dict[str, str] = addresses) -> int:
-                return self._outstanding(id, at[id])
-
             info = choose_provider(
-                providers,
+                self._providers_of(service),
                 service,
                 constraint,
-                outstanding,
+                self._outstanding,
                 exclude=frozenset(tried),
                 pinned=node,
             )
@@ -902,13 +893,12 @@ class Node:
             service=service,
         )
 
-    def _outstanding(self, member_id: str, address: str) -> int:
-        """Calls of this node on ``member_id`` (at RPC ``address``): sent and unanswered,
-        or connecting."""
-        routing = self._routing.get(member_id, 0)
-        connection = self._connections.get(address)
+    def _outstanding(self, provider: MemberInfo) -> int:
+        """Calls of this node on ``provider``: sent and unanswered, or connecting."""
+        routing = self._routing.get(provider.id, 0)
+        connection = self._connections.get(provider.address)
         peer = None if connection is None else connection.peer
-        if connection is not None and peer is not None and peer.id == member_id:
+        if connection is not None and peer is not None and peer.id == provider.id:
             return connection.outstanding + routing
         return routing
 

@@ -228,7 +228,8 @@ def test_a_suspect_that_makes_contact_is_told_and_refutes() -> None:
     assert a.statistics.suspects_told == 1
     assert a.receive(news, 0.03) == []  # not again within a probe interval
     for send in b.receive(told.message, 0.04):
-        a.receive(send.message, 0.04) if send.to == a.me.address else None
+        if send.to == a.me.address:
+            a.receive(send.message, 0.04)
     assert b.me.incarnation == 1  # b refuted
     b_news = [s for s in b.tick(b.next_deadline()) if s.to == a.me.address]
     for send in b_news:
