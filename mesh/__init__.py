@@ -12,6 +12,7 @@ from ._errors import (
     ConnectError,
     ConnectTimeout,
     IncompatibleVersion,
+    InvalidTopic,
     MeshError,
     NoMeshFound,
     NoProvider,
@@ -25,12 +26,14 @@ from ._errors import (
     UnknownMethod,
     WrongMesh,
 )
+from ._eventbus import EventStatistics, Subscription
+from ._events import SYSTEM_TOPICS, Event, TopicStatistics
 from ._handshake import PeerInfo
 from ._listing import MemberInfo, MeshChange, Provider, ServiceListing
 from ._node import Node, NodeStatistics, Proxy, ProxyMethod
 from ._remote import Client
 from ._security import write_keypair, write_secret
-from ._services import MethodSpec, ServiceSpec, method, service, stream
+from ._services import MethodSpec, ServiceSpec, method, on_event, service, stream
 from ._stats import (
     HistogramSnapshot,
     MethodStatistics,
@@ -46,6 +49,7 @@ __all__ = [
     "PROFILES",
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
+    "SYSTEM_TOPICS",
     "AuthenticationFailed",
     "CallContext",
     "CallError",
@@ -55,8 +59,11 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectTimeout",
+    "Event",
+    "EventStatistics",
     "HistogramSnapshot",
     "IncompatibleVersion",
+    "InvalidTopic",
     "Limits",
     "MemberInfo",
     "MembershipSettings",
@@ -83,7 +90,9 @@ __all__ = [
     "ServiceSpec",
     "ServiceStatistics",
     "Stream",
+    "Subscription",
     "Timings",
+    "TopicStatistics",
     "TransportError",
     "TypeRegistry",
     "Unavailable",
@@ -92,6 +101,7 @@ __all__ = [
     "__version__",
     "current_call",
     "method",
+    "on_event",
     "register_type",
     "service",
     "stream",

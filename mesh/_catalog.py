@@ -115,6 +115,7 @@ _MAX_SIGNATURE: Final = 2048
 _MAX_DOC: Final = 8192
 _MAX_TOPICS: Final = 256
 _MAX_TOPIC: Final = 255
+_MAX_GROUPS: Final = 64
 _MAX_METHOD_LOADS: Final = 4096
 _KEY_LENGTH: Final = 40  # a CURVE public key in Z85 text
 #: Service and method names as mesh/_services.py allows them.
@@ -308,6 +309,14 @@ class ServiceInfo:
         return _packed_size(self.to_wire())
 
 
+def _group(where: str, value: object) -> tuple[str, str]:
+    """A queue group entry: ``[group, prefix]`` (the prefix may be empty)."""
+    v = _list(where, value, 2)
+    group = _text(f"{where}[0]", v[0], _MAX_NAME, 1)
+    prefix = _text(f"{where}[1]", v[1], _MAX_TOPIC, 0)
+    return group, prefix
+
+
 def _unique(where: str, names: list[str]) -> None:
     seen: set[str] = set()
     for name in names:
@@ -333,8 +342,11 @@ class Record:
     public_key: str | None = None
     services: tuple[ServiceInfo, ...] = ()
     topics: tuple[str, ...] = ()
+    #: Queue groups the node is a member of: ``(group, topic prefix)`` pairs.
+    groups: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(tuple(g) for g in self.groups))
         object.__setattr__(self, "addresses", _frozen_map(self.addresses))
         object.__setattr__(self, "tags", _frozen_map(self.tags))
         object.__setattr__(self, "protocol", tuple(self.protocol))
@@ -347,8 +359,9 @@ class Record:
 
     def to_wire(self) -> list[Any]:
         """``[id, name, mesh, version, {addresses}, {tags}, [min, max], public_key,
-        [service, ...], [topic, ...]]``."""
-        return [
+        [service, ...], [topic, ...], [[group, prefix], ...]]`` (the last only when the
+        node is in a queue group)."""
+        wire = [
             self.id,
             self.name,
             self.mesh,
@@ -360,6 +373,9 @@ class Record:
             [s.to_wire() for s in self.services],
             list(self.topics),
         ]
+        if self.groups:  # a later field: sent only when there is something in it
+            wire.append([list(g) for g in self.groups])
+        return wire
 
     @classmethod
     def from_wire(cls, obj: object, where: str = "record") -> Record:
@@ -389,6 +405,12 @@ class Record:
             for i, t in enumerate(_items(f"{where}.topics", v[9], _MAX_TOPICS))
         )
         _unique(f"{where}.topics", list(topics))
+        groups = tuple(
+            _group(f"{where}.groups[{i}]", g)
+            for i, g in enumerate(
+                _items(f"{where}.groups", v[10] if len(v) > 10 else [], _MAX_GROUPS)
+            )
+        )
         return cls(
             id=_label(f"{where}.id", v[0], _MAX_ID),
             name=_label(f"{where}.name", v[1], _MAX_NAME),
@@ -400,6 +422,7 @@ class Record:
             public_key=key,
             services=services,
             topics=topics,
+            groups=groups,
         )
 
     def size(self) -> int:

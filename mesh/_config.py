@@ -156,6 +156,10 @@ class Limits:
     #: Largest catalog record (a node's listing: services, methods, docstrings, tags),
     #: encoded; a registration that would pass it is refused with RecordTooLarge.
     max_record_size: int = 32 * 1024
+    #: Events of each topic a publisher keeps for late subscribers (``history=N``).
+    event_history: int = 100
+    #: Events one subscription holds unread; more are dropped (and counted).
+    max_subscription_queue: int = 10_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

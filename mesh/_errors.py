@@ -36,6 +36,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "IncompatibleVersion",
+    "InvalidTopic",
     "MeshError",
     "NoMeshFound",
     "NoProvider",
@@ -84,6 +85,12 @@ class RecordTooLarge(MeshError, ValueError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class InvalidTopic(MeshError, ValueError):
+    """A topic or prefix that cannot be used: empty, too long, or reserved (``$mesh.``)."""
+
+    code = "invalid_topic"
 
 
 class TransportError(MeshError):

@@ -51,6 +51,8 @@ from ._errors import (
     Unavailable,
     error_to_wire,
 )
+from ._eventbus import EventBus, EventStatistics, Subscription, event_from_wire, event_to_wire
+from ._events import Event
 from ._gossip import Gossiper, GossipStatistics
 from ._gossip_wire import GossipCodec
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
@@ -69,9 +71,9 @@ from ._listing import (
 from ._membership import Change, Member, Membership, MemberStatistics
 from ._security import Security
 from ._server import Credit, Dispatcher
-from ._services import MethodSpec, ServiceRegistry, ServiceSpec
+from ._services import EventHandlerSpec, MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import ProcessStatistics, ServiceStatistics, process_statistics
-from ._transport import MonitorEvent, Pump, Transport
+from ._transport import MonitorEvent, Pump, Subscriber, Transport
 from ._wire import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -94,6 +96,9 @@ __all__ = ["MeshChange", "Node", "NodeStatistics", "PeerInfo"]
 
 log = logging.getLogger("mesh.node")
 
+#: Topics and queue groups a node's record lists at most (the first ones).
+MAX_LISTED_TOPICS = 256
+MAX_LISTED_GROUPS = 64
 #: How long ``$mesh.members(fresh=True)`` waits at most for the stats it asked for.
 FRESH_STATS_WAIT = 0.5
 
@@ -138,6 +143,8 @@ class NodeStatistics:
     membership: MemberStatistics | None = None
     catalog: CatalogStatistics | None = None
     discovery: DiscoveryStatistics | None = None
+    #: Events published, delivered and dropped, per topic and in total.
+    events: EventStatistics | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -220,6 +227,17 @@ class Node:
         self._fresh_pulled_at = 0.0
         self._fresh_pulled: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._events = EventBus(
+            _EventHost(self),
+            self.id,
+            self._codec,
+            history=self.config.limits.event_history,
+            maxsize=self.config.limits.max_subscription_queue,
+        )
+        self._republish_scheduled = False
+        # Subscriptions of services' @on_event handlers, by service name.
+        self._event_handlers: dict[str, list[Subscription]] = {}
+        self._event_handler_errors = 0
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -304,6 +322,7 @@ class Node:
             membership=copy.copy(gossiper.membership.statistics) if gossiper else None,
             catalog=copy.copy(gossiper.catalog.statistics) if gossiper else None,
             discovery=self._discovery.statistics if self._discovery else None,
+            events=self._events.statistics(),
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -332,6 +351,8 @@ class Node:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._accepting = True
+        for spec in self._services:
+            self._start_event_handlers(spec)
         if self._joins:
             try:
                 await self._join_mesh()
@@ -420,6 +441,7 @@ class Node:
             await self._discovery.aclose()
         if self._gossiper is not None:  # say "left" first: peers stop routing calls here
             await self._gossiper.aclose(leave=True)
+        await self._events.aclose()
         for queue in self._watchers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
@@ -501,15 +523,79 @@ class Node:
             self._services.remove(spec.name)
             raise
         self._republish()
+        if self._transport is not None:
+            self._start_event_handlers(spec)
         return spec
+
+    def _start_event_handlers(self, spec: ServiceSpec) -> None:
+        """Subscribe each ``@on_event`` handler of ``spec`` and run it per event."""
+        for handler in spec.events:
+            sub = self._events.subscribe(
+                handler.prefix, group=handler.group, history=handler.history
+            )
+            self._event_handlers.setdefault(spec.name, []).append(sub)
+            self._spawn(self._run_event_handler(handler, sub), f"{spec.name}.{handler.name}")
+
+    async def _run_event_handler(self, handler: EventHandlerSpec, sub: Subscription) -> None:
+        async with sub:
+            async for event in sub:
+                try:
+                    if handler.is_coroutine:
+                        await handler.handler(event)
+                    else:
+                        await asyncio.to_thread(handler.handler, event)
+                except Exception:
+                    self._event_handler_errors += 1
+                    log.exception(
+                        "%s.%s failed on event %s", handler.service, handler.name, event.topic
+                    )
 
     def _republish(self) -> None:
         """This node's listing changed: a new catalog version, gossiped."""
+        self._republish_scheduled = False
         if self._gossiper is not None and not self._closing:
             self._gossiper.catalog.publish(self.listing())
             self._gossiper.publish()
             self._listing_changed()
+            me = self._gossiper.membership.get(self.id)
+            if me is not None:
+                self._events.member_changed(self._info_of(me))
             self._notify()
+
+    def _republish_soon(self) -> None:
+        """Topics or queue groups changed: republish once, after this loop turn."""
+        if not self._republish_scheduled and self._gossiper is not None:
+            self._republish_scheduled = True
+            asyncio.get_running_loop().call_soon(self._republish)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def publish(self, topic: str, data: Any = None) -> Event:
+        """Publish ``data`` on ``topic`` to every subscriber in the mesh whose prefix it
+        matches (at-most-once), and to one member of each matching queue group
+        (acknowledged, redelivered if that member fails). Returns the event sent, with
+        its sequence number. Topics under ``$mesh.`` are reserved (:class:`InvalidTopic`)."""
+        self._require_started()
+        return self._events.publish(topic, data)
+
+    def subscribe(
+        self,
+        prefix: str = "",
+        *,
+        group: str | None = None,
+        history: int = 0,
+        maxsize: int | None = None,
+    ) -> Subscription:
+        """Events whose topic starts with ``prefix``, from every member and this node:
+        ``async for event in node.subscribe("orders."):``. Live from the moment it
+        returns; ``$mesh.*`` system events included where the prefix matches them.
+
+        ``group``: a queue group; each event goes to one live member of the group.
+        ``history``: first the last ``history`` events of each matching topic from each
+        publisher, then live ones, without gaps or repeats. ``maxsize``: events held
+        unread before more are dropped (default ``limits.max_subscription_queue``)."""
+        self._require_started()
+        return self._events.subscribe(prefix, group=group, history=history, maxsize=maxsize)
 
     def listing(self) -> Record:
         """This node's catalog record as peers will see it: who it is, where (once
@@ -528,12 +614,16 @@ class Node:
             protocol=(PROTOCOL_MIN, PROTOCOL_MAX),
             public_key=None if key is None else z85_encode(key),
             services=services_from(self._services),
+            topics=tuple(self._events.topics()[:MAX_LISTED_TOPICS]),
+            groups=tuple(self._events.groups()[:MAX_LISTED_GROUPS]),
         )
 
     def remove_service(self, name: str) -> None:
         """Stop offering service ``name`` (calls already running finish)."""
         self._services.remove(name)
         self._dispatcher.forget(name)
+        for sub in self._event_handlers.pop(name, ()):
+            sub.close()
         self._republish()
 
     @property
@@ -638,7 +728,9 @@ class Node:
             # Only listed members are watched ("joined" comes with the first record); a
             # new record version heard of is "updated" once it is held (_on_records).
             if change.kind != "updated" and member.id in self._listed:
-                events.append(MeshChange(change.kind, self._info_of(member), change.at))
+                info = self._info_of(member)
+                events.append(MeshChange(change.kind, info, change.at))
+                self._events.member_changed(info, gone=change.kind in {"forgotten", "replaced"})
             if change.kind in {"forgotten", "replaced"}:
                 self._listed.discard(member.id)
         self._notify(events)
@@ -662,7 +754,9 @@ class Node:
                 continue
             kind = "updated" if id in self._listed else "joined"
             self._listed.add(id)
-            events.append(MeshChange(kind, self._info_of(member), time.monotonic()))
+            info = self._info_of(member)
+            events.append(MeshChange(kind, info, time.monotonic()))
+            self._events.member_changed(info)
         self._notify(events)
 
     def _provider_lost(self, member_id: str, why: str) -> None:
@@ -1067,11 +1161,36 @@ class Node:
                 self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
+        elif call.target == "$mesh.deliver":
+            self._reply(routing_id, Reply(call.call_id, self._accept_group_event(call.args)))
+        elif call.target == "$mesh.history":
+            self._reply_error_or(routing_id, Reply(call.call_id, self._history(call.args)))
         else:
             self._reply(
                 routing_id,
                 Error(call.call_id, CallError.code, f"{call.target}: no such mesh method"),
             )
+
+    def _accept_group_event(self, args: list[Any]) -> bool:
+        """``$mesh.deliver(group, prefix, event)``: True once a subscription of this
+        node's in that group holds the event (the acknowledgement)."""
+        try:
+            group, prefix, wire = args
+            event = event_from_wire(wire)
+        except (ValueError, ProtocolError):
+            self._protocol_errors += 1
+            return False
+        if not isinstance(group, str) or not isinstance(prefix, str) or self._closing:
+            return False
+        return self._events.accept_group_event(group, prefix, event)
+
+    def _history(self, args: list[Any]) -> list[Any]:
+        """``$mesh.history(prefix, limit, after)``: kept events, as event arrays."""
+        prefix, limit, after = ([*list(args), None, None, None])[:3]
+        if not isinstance(prefix, str) or type(limit) is not int or not isinstance(after, dict):
+            return []
+        after = {t: n for t, n in after.items() if isinstance(t, str) and type(n) is int}
+        return [event_to_wire(e) for e in self._events.history(prefix, limit, after)]
 
     async def _members_later(self, routing_id: bytes, call_id: int, asked: float) -> None:
         """Answer ``$mesh.members(fresh=True)`` once every live member's stats are newer
@@ -1482,3 +1601,43 @@ class ProxyMethod:
     def stream(self, *args: Any, **kwargs: Any) -> Stream | RoutedStream:
         timeout = kwargs.pop("timeout", self._timeout)
         return self._node.stream(self.target, *args, timeout=timeout, **kwargs)
+
+
+class _EventHost:
+    """What a node's :class:`EventBus` uses of it (sockets, members, calls)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def send_events(self, frames: list[bytes]) -> None:
+        pub = self._node._pub
+        if pub is not None:
+            pub.send(frames)
+
+    def open_sub(self, on_frames: Callable[[list[bytes]], None]) -> Subscriber:
+        assert self._node._transport is not None
+        return self._node._transport.subscriber(on_frames)
+
+    def live_members(self) -> list[MemberInfo]:
+        node = self._node
+        if node._gossiper is None:
+            view = node._remote_view
+        else:
+            membership, catalog = node._gossiper.membership, node._gossiper.catalog
+            listed = [m for m in membership.members() if m.id in node._listed and m.live]
+            view = member_infos(listed, catalog.record, lambda _: None, membership.since)
+        return [m for m in view if m.status in ("alive", "suspect")]
+
+    def events_listing_changed(self) -> None:
+        self._node._republish_soon()
+
+    def spawn(self, coroutine: Any, name: str) -> None:
+        self._node._spawn(coroutine, name)
+
+    async def call_member(
+        self, member: MemberInfo, method: str, args: list[Any], timeout: float
+    ) -> Any:
+        node = self._node
+        deadline, trace_id = Outgoing.inherit(timeout)
+        connection = await node._connection_to(member.address, deadline)
+        return await node._outgoing.call(connection, method, args, {}, deadline, trace_id)

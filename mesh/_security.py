@@ -156,13 +156,16 @@ class Security:
             return
         if self.mode == "secret":
             server = keys.server_public
+        elif peer_key is None and role == "sub":
+            server = None  # one SUB follows many PUBs: each key is set before its connect
         elif peer_key is None:
             raise ConnectError(
                 "per-node keys: the address needs the peer's public key, tcp://host:port#KEY"
             )
         else:
             server = z85.encode(peer_key)
-        sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+        if server is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
 

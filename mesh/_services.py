@@ -18,10 +18,12 @@ from typing import Any, Final, Literal, TypeVar, overload
 from ._errors import MeshError
 
 __all__ = [
+    "EventHandlerSpec",
     "MethodSpec",
     "ServiceRegistry",
     "ServiceSpec",
     "method",
+    "on_event",
     "service",
     "stream",
 ]
@@ -32,6 +34,7 @@ C = TypeVar("C", bound=type)
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
 _SERVICE_ATTR: Final = "__mesh_service__"
 _METHOD_ATTR: Final = "__mesh_method__"
+_EVENT_ATTR: Final = "__mesh_event__"
 
 #: How a handler runs: on the loop (coroutine, async generator) or in the pool.
 HandlerKind = Literal["coroutine", "sync", "async_stream", "sync_stream"]
@@ -110,6 +113,43 @@ def stream(fn: F) -> F:
 
 
 @dataclass(frozen=True, slots=True)
+class _EventMeta:
+    prefix: str
+    group: str | None
+    history: int
+
+
+def on_event(prefix: str, *, group: str | None = None, history: int = 0) -> Callable[[F], F]:
+    """Run this method of a service for each event whose topic starts with ``prefix``
+    (as :meth:`mesh.Node.subscribe` takes them), one at a time, while the service is
+    offered. It receives the :class:`mesh.Event`; an exception is logged and counted,
+    and the next event still comes."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"@on_event takes a topic prefix (str), got {prefix!r}")
+
+    def mark(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"@on_event handler {fn.__qualname__} cannot be a generator")
+        setattr(fn, _EVENT_ATTR, _EventMeta(prefix, group, history))
+        return fn
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class EventHandlerSpec:
+    """One ``@on_event`` handler of a service."""
+
+    service: str
+    name: str
+    prefix: str
+    group: str | None
+    history: int
+    handler: Callable[..., Any]
+    is_coroutine: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MethodSpec:
     """One callable method: what to call and how."""
 
@@ -150,6 +190,7 @@ class ServiceSpec:
     queue: int
     methods: Mapping[str, MethodSpec] = field(default_factory=dict)
     doc: str = ""
+    events: tuple[EventHandlerSpec, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -200,17 +241,33 @@ class ServiceRegistry:
         if service_name in self._services:
             raise MeshError(f"service {service_name!r} is already registered on this node")
         methods = {}
+        events = []
         for attr in dir(type(obj)):
             fn = getattr(type(obj), attr, None)
+            emeta = getattr(fn, _EVENT_ATTR, None)
+            if isinstance(emeta, _EventMeta):
+                bound = getattr(obj, attr)
+                events.append(
+                    EventHandlerSpec(
+                        service_name,
+                        attr,
+                        emeta.prefix,
+                        emeta.group,
+                        emeta.history,
+                        bound,
+                        inspect.iscoroutinefunction(inspect.unwrap(bound)),
+                    )
+                )
             mmeta = getattr(fn, _METHOD_ATTR, None)
             if isinstance(mmeta, _MethodMeta):
                 method_spec = _method_spec(service_name, getattr(obj, attr), mmeta, attr)
                 if method_spec.name in methods:
                     raise MeshError(f"{service_name}: two methods are named {method_spec.name!r}")
                 methods[method_spec.name] = method_spec
-        if not methods:
+        if not methods and not events:
             raise MeshError(
-                f"service {service_name!r} has no methods: decorate them with @method or @stream"
+                f"service {service_name!r} has no methods: decorate them with @method, @stream"
+                " or @on_event"
             )
         spec = ServiceSpec(
             name=service_name,
@@ -219,6 +276,7 @@ class ServiceRegistry:
             queue=meta.queue,
             methods=MappingProxyType(methods),
             doc=inspect.getdoc(obj) or "",
+            events=tuple(events),
         )
         self._services[service_name] = spec
         return spec

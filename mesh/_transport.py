@@ -393,6 +393,13 @@ class Transport:
         self._pumps.append(pump)
         return pump, port
 
+    def subscriber(self, on_message: FrameHandler) -> Subscriber:
+        """A SUB socket that follows publishers as it is told (:class:`Subscriber`)."""
+        sock = self._socket(zmq.SUB, "sub")
+        pump = self._pump(sock, on_message, name="sub")
+        self._pumps.append(pump)
+        return Subscriber(self, pump, self._security is not None and self._security.needs_peer_key)
+
     def dealer(
         self,
         address: str,
@@ -541,6 +548,43 @@ def _monitor_handler(on_event: Callable[[MonitorEvent], None]) -> FrameHandler:
             on_event(MonitorEvent(kind, str(text), int(message["value"])))
 
     return handle
+
+
+class Subscriber:
+    """One SUB socket connected to many PUB sockets (each a member's)."""
+
+    def __init__(self, transport: Transport, pump: Pump, per_node_keys: bool) -> None:
+        self._transport = transport
+        self._pump = pump
+        self._per_node_keys = per_node_keys
+
+    def connect(self, address: str, public_key: str | None) -> None:
+        """Follow the PUB at ``address``; with per-node keys, ``public_key`` (Z85 text) is
+        the key it must prove (libzmq takes the key set at the time of each connect)."""
+        sock = self._pump.sock
+        try:
+            if self._per_node_keys:
+                if public_key is None:
+                    log.debug("sub: %s has no public key; not followed", address)
+                    return
+                sock.setsockopt(zmq.CURVE_SERVERKEY, public_key.encode())
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            log.debug("sub: cannot follow %s: %s", address, _strerror(exc))
+
+    def disconnect(self, address: str) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._pump.sock.disconnect(address)
+
+    def subscribe(self, prefix: str) -> None:
+        self._pump.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
+    def unsubscribe(self, prefix: str) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._pump.sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+
+    async def aclose(self) -> None:
+        await self._transport.close_pump(self._pump)
 
 
 class BlockingDealer:

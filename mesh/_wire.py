@@ -602,12 +602,23 @@ class Codec:
         """The event in PUB ``frames`` ``[topic, payload]``, or ProtocolError."""
         if len(frames) != 2:
             raise ProtocolError(f"an event has 2 frames, got {len(frames)}")
-        event = self._unpack(frames[1])
-        if type(event) is not Event:
-            raise ProtocolError("expected an EVENT message on a PUB socket")
-        if event.topic.encode() != frames[0]:
-            raise ProtocolError("event topic frame does not match the payload topic")
-        return event
+        return self.decode_events(frames)[0]
+
+    def decode_events(self, frames: list[bytes]) -> list[Event]:
+        """The events in PUB ``frames`` ``[topic, payload, payload, ...]`` (a batch of one
+        topic's events, in order), or ProtocolError."""
+        if len(frames) < 2:
+            raise ProtocolError(f"an event message has 2 or more frames, got {len(frames)}")
+        topic = frames[0]
+        events = []
+        for frame in frames[1:]:
+            event = self._unpack(frame)
+            if type(event) is not Event:
+                raise ProtocolError("expected an EVENT message on a PUB socket")
+            if event.topic.encode() != topic:
+                raise ProtocolError("event topic frame does not match the payload topic")
+            events.append(event)
+        return events
 
     def _unpack(self, frame: bytes) -> Any:
         if not isinstance(frame, bytes | bytearray | memoryview):

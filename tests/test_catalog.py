@@ -175,8 +175,10 @@ def test_pulls_and_replies_survive_the_wire(
 
 
 def test_trailing_fields_from_later_versions_are_ignored() -> None:
-    wire = [*record().to_wire(), "something new"]
+    wire = [*record().to_wire(), [], "something new"]  # 10: queue groups (none)
     assert Record.from_wire(wire) == record()
+    grouped = Record("a", "n", "m", groups=[("workers", "jobs.")])
+    assert Record.from_wire([*grouped.to_wire(), "something new"]) == grouped
     assert RecordPull.from_wire(["a", 3, "more"]) == RecordPull("a", 3)
 
 

@@ -22,7 +22,10 @@ def test_public_names() -> None:
         "ServiceSpec", "MethodSpec", "sync", "RoutedStream",
         # the mesh as a node sees it, and a client that looks in without joining
         "MemberInfo", "MeshChange", "Provider", "ServiceListing", "Client",
+        # events
+        "Event", "Subscription", "InvalidTopic", "SYSTEM_TOPICS", "on_event",
         # statistics
+        "EventStatistics", "TopicStatistics",
         "ServiceStatistics", "MethodStatistics", "HistogramSnapshot", "ProcessStatistics",
         # the wire
         "PROTOCOL_MAX", "PROTOCOL_MIN", "TypeRegistry", "register_type",
@@ -41,7 +44,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 19
+    assert len(errors) == 20
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)

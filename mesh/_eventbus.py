@@ -1,0 +1,617 @@
+"""Events, the runtime part: subscriptions, the SUB socket, batching, queue groups, replay.
+
+The :class:`EventBus` of a node publishes on its PUB socket, follows every live member's
+PUB with one SUB socket while a subscription can match other nodes' events, delivers
+to this node's subscriptions, and derives system events. What it needs from the node
+(sockets, the member list, calls to members) comes through the :class:`Host` protocol.
+Decisions (numbering, gaps, system events) are the pure code of ``_events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Protocol, Self
+
+from ._errors import MeshError, ProtocolError
+from ._events import (
+    Arrivals,
+    Event,
+    Sequencer,
+    SystemEvents,
+    TopicCounts,
+    TopicStatistics,
+    check_prefix,
+    check_topic,
+    is_system,
+    reaches_peers,
+)
+from ._listing import MemberInfo
+from ._wire import Codec
+
+__all__ = ["EventBus", "EventStatistics", "Host", "Subscription"]
+
+log = logging.getLogger("mesh.events")
+
+#: Most events of one topic sent in one PUB message (a batch: one loop turn's worth).
+BATCH_MOST: Final = 128
+#: How long a queue-group delivery waits for an acknowledgement before trying another
+#: member, and how long it keeps trying when no member takes the event.
+GROUP_ACK_TIMEOUT: Final = 2.0
+GROUP_GIVE_UP: Final = 30.0
+
+
+class SubSocket(Protocol):
+    """The SUB socket, as the transport gives it to the bus."""
+
+    def connect(self, address: str, public_key: str | None) -> None: ...
+    def disconnect(self, address: str) -> None: ...
+    def subscribe(self, prefix: str) -> None: ...
+    def unsubscribe(self, prefix: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class Host(Protocol):
+    """What the bus needs from its node."""
+
+    def send_events(self, frames: list[bytes]) -> None: ...
+    def open_sub(self, on_frames: Callable[[list[bytes]], None]) -> SubSocket: ...
+    def live_members(self) -> Iterable[MemberInfo]: ...
+    def events_listing_changed(self) -> None: ...
+    def spawn(self, coroutine: Any, name: str) -> None: ...
+    def call_member(
+        self, member: MemberInfo, method: str, args: list[Any], timeout: float
+    ) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventStatistics:
+    """The events of one node: per topic, and totals."""
+
+    topics: Mapping[str, TopicStatistics]
+    published: int
+    delivered: int
+    dropped: int
+    #: Publishers whose PUB socket this node's SUB follows now.
+    following: int
+    subscriptions: int
+    #: Queue-group events handed to a member that acknowledged them, redelivered after a
+    #: member failed or refused, and given up (no member took them in time).
+    group_delivered: int
+    group_redelivered: int
+    group_lost: int
+
+
+class Subscription:
+    """Events whose topic starts with ``prefix``: ``async for event in sub``.
+
+    Made by :meth:`mesh.Node.subscribe`; live from the moment it is made. Use it as an
+    async context manager, or call :meth:`aclose`, to stop it. At most ``maxsize``
+    events wait in it; more are dropped (counted in :attr:`dropped`), so a slow
+    subscriber never slows a publisher.
+    """
+
+    def __init__(
+        self, bus: EventBus, prefix: str, group: str | None, history: int, maxsize: int
+    ) -> None:
+        self.prefix = prefix
+        self.group = group
+        self.history = history
+        self.dropped = 0
+        self._bus = bus
+        self._maxsize = maxsize
+        self._queue: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        # Replay: the events fetched from publishers' rings come first; live ones already
+        # delivered by then are skipped, and a gap after them is filled from the ring.
+        self._replay: asyncio.Task[list[Event]] | None = None
+        self._seen: Arrivals | None = Arrivals() if history else None
+        self._finalizer: weakref.finalize[[str], Subscription] | None = None
+
+    def _put(self, event: Event) -> bool:
+        if self._closed:
+            return False
+        if len(self._queue) >= self._maxsize:
+            self.dropped += 1
+            return False
+        self._queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._replay is not None:
+            replay, self._replay = self._replay, None
+            fetched = await replay
+            self._queue.extendleft(reversed(fetched))
+        while True:
+            while not self._queue:
+                if self._closed:
+                    raise StopAsyncIteration
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            event = self._queue.popleft()
+            seen = self._seen
+            if seen is None:
+                return event
+            last = seen.last(event.publisher, event.topic)
+            if last is not None and event.seq <= last:
+                continue  # replayed already
+            if last is not None and event.seq > last + 1 and not is_system(event.topic):
+                missing = await self._bus.fill_gap(event.publisher, event.topic, last, event.seq)
+                if missing:
+                    self._queue.appendleft(event)
+                    self._queue.extendleft(reversed(missing))
+                    continue
+            seen.check(event.publisher, event.topic, event.seq)
+            return event
+
+    def pending(self) -> int:
+        """Events waiting to be read."""
+        return len(self._queue)
+
+    async def aclose(self) -> None:
+        """Stop: no more events arrive; those waiting can still be read."""
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._replay is not None:
+            self._replay.cancel()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._bus._remove(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        group = f", group={self.group!r}" if self.group else ""
+        return f"<Subscription {self.prefix!r}{group}>"
+
+
+class EventBus:
+    """The events of one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        host: Host,
+        node_id: str,
+        codec: Codec,
+        *,
+        history: int,
+        maxsize: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._host = host
+        self.node_id = node_id
+        self._codec = codec
+        self._maxsize = maxsize
+        self._sequencer = Sequencer(node_id, history)
+        self._system_sequencer = Sequencer(node_id, 1)
+        self._arrivals = Arrivals()
+        self._counts = TopicCounts()
+        self._rng = rng or random.Random()
+        # Subscriptions by kind; weak, so one dropped without aclose() ends by itself.
+        self._plain: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._groups: dict[tuple[str, str], list[weakref.ref[Subscription]]] = {}
+        self._peer_prefixes: collections.Counter[str] = collections.Counter()
+        self._sub: SubSocket | None = None
+        self._following: dict[str, tuple[str, str | None]] = {}  # member id -> (pub, key)
+        self._system: SystemEvents | None = None
+        self._pending: dict[str, list[bytes]] = {}
+        self._flush_scheduled = False
+        self._listed_topics: set[str] = set()
+        self._outstanding: collections.Counter[str] = collections.Counter()
+        self._group_index: dict[tuple[str, str], list[MemberInfo]] | None = None
+        self._group_delivered = self._group_redelivered = self._group_lost = 0
+        self.protocol_errors = 0
+        self._closed = False
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, topic: str, data: Any) -> Event:
+        """Number ``event``, send it (batched per topic within a loop turn), and hand it
+        to this node's subscriptions and to one member of each matching queue group."""
+        if self._closed:
+            raise MeshError("node closed: cannot publish")
+        check_topic(topic)
+        event = self._sequencer.next(topic, data, time.time())
+        try:
+            frames = self._codec.encode_event(event)
+        except BaseException:
+            self._sequencer.undo(topic)
+            raise
+        pending = self._pending.get(topic)
+        if pending is None:
+            self._pending[topic] = [frames[1]]
+            if topic not in self._listed_topics:
+                self._listed_topics.add(topic)
+                self._host.events_listing_changed()
+        else:
+            pending.append(frames[1])
+            if len(pending) >= BATCH_MOST:
+                self._send(topic)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._deliver(event)
+        if self._groups or self._mesh_groups():
+            self._to_groups(event)
+        return event
+
+    def _send(self, topic: str) -> None:
+        payloads = self._pending.pop(topic)
+        self._host.send_events([topic.encode(), *payloads])
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for topic in list(self._pending):
+            self._send(topic)
+
+    def topics(self) -> list[str]:
+        """Topics this node has published (what its catalog record lists)."""
+        return list(self._sequencer.topics())
+
+    def history(self, prefix: str, limit: int, after: Mapping[str, int]) -> list[Event]:
+        return self._sequencer.history(prefix, limit, after)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    def subscribe(
+        self, prefix: str, *, group: str | None = None, history: int = 0, maxsize: int | None = None
+    ) -> Subscription:
+        check_prefix(prefix)
+        if group is not None and (not isinstance(group, str) or not group):
+            raise MeshError(f"a queue group is a non-empty str, got {group!r}")
+        if group is not None and history:
+            raise MeshError("a queue-group subscription cannot replay history")
+        if type(history) is not int or history < 0:
+            raise MeshError(f"history is a count of events, got {history!r}")
+        size = self._maxsize if maxsize is None else maxsize
+        if type(size) is not int or size < 1:
+            raise MeshError(f"maxsize is a positive count of events, got {size!r}")
+        if self._closed:
+            raise MeshError("node closed: cannot subscribe")
+        sub = Subscription(self, prefix, group, history, size)
+        if group is not None:
+            key = (group, prefix)
+            first = key not in self._groups
+            self._groups.setdefault(key, []).append(weakref.ref(sub, self._group_gone(key)))
+            if first:
+                self._host.events_listing_changed()
+            return sub
+        self._plain.add(sub)
+        # One dropped without aclose() stops following when it is collected.
+        sub._finalizer = weakref.finalize(sub, self._unfollow_prefix, prefix)
+        self._system_needed(prefix)
+        if reaches_peers(prefix):
+            self._peer_prefixes[prefix] += 1
+            sub_socket = self._sub_socket()
+            if self._peer_prefixes[prefix] == 1:
+                sub_socket.subscribe(prefix)
+        if history:
+            sub._replay = asyncio.get_running_loop().create_task(
+                self._replay(prefix, history), name=f"replay {prefix!r}"
+            )
+        return sub
+
+    def _group_gone(self, key: tuple[str, str]) -> Callable[[weakref.ref[Subscription]], None]:
+        def gone(ref: weakref.ref[Subscription]) -> None:
+            refs = self._groups.get(key)
+            if refs is not None and ref in refs:
+                refs.remove(ref)
+                if not refs:
+                    del self._groups[key]
+                    if not self._closed:
+                        self._host.events_listing_changed()
+
+        return gone
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub.group is not None:
+            key = (sub.group, sub.prefix)
+            for ref in list(self._groups.get(key, ())):
+                if ref() is sub:
+                    self._group_gone(key)(ref)
+            return
+        if sub._finalizer is not None and sub._finalizer.detach() is not None:
+            self._plain.discard(sub)
+            self._unfollow_prefix(sub.prefix)
+
+    def _unfollow_prefix(self, prefix: str) -> None:
+        """A plain subscription to ``prefix`` ended (closed or collected)."""
+        if not reaches_peers(prefix) or self._peer_prefixes[prefix] <= 0:
+            return
+        self._peer_prefixes[prefix] -= 1
+        if self._peer_prefixes[prefix] == 0:
+            del self._peer_prefixes[prefix]
+            if self._sub is not None and not self._closed:
+                self._sub.unsubscribe(prefix)
+            self._arrivals.forget_prefix(prefix)
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(group, prefix) pairs this node is a member of (what its record lists)."""
+        return sorted(k for k, refs in self._groups.items() if any(r() for r in refs))
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def _deliver(self, event: Event) -> None:
+        topic = event.topic
+        counts = self._counts
+        for sub in list(self._plain):
+            if topic.startswith(sub.prefix):
+                if sub._put(event):
+                    counts.delivered(topic)
+                else:
+                    counts.dropped(topic)
+
+    def on_frames(self, frames: list[bytes]) -> None:
+        """A message from a followed PUB socket."""
+        try:
+            events = self._codec.decode_events(frames)
+        except ProtocolError as exc:
+            self.protocol_errors += 1
+            log.debug("events: %s", exc)
+            return
+        arrivals = self._arrivals
+        for event in events:
+            missed = arrivals.check(event.publisher, event.topic, event.seq)
+            if missed < 0:
+                continue
+            if missed:
+                self._counts.dropped(event.topic, missed)
+            self._deliver(event)
+
+    # -- following publishers ---------------------------------------------------------------
+
+    def _sub_socket(self) -> SubSocket:
+        if self._sub is None:
+            self._sub = self._host.open_sub(self.on_frames)
+            for info in self._host.live_members():
+                self.member_changed(info)
+        return self._sub
+
+    def member_changed(self, info: MemberInfo, gone: bool = False) -> None:
+        """A member's status or record changed (``gone``: it is no longer in the view):
+        follow or stop following its PUB socket, and derive system events."""
+        self._group_index = None
+        if self._system is not None:
+            for topic, data in self._system.update(info.id, None if gone else info):
+                self._deliver(self._system_sequencer.next(topic, data, time.time()))
+        if info.id == self.node_id or self._sub is None:
+            return
+        record = info.record
+        pub = record.addresses.get("pub") if record is not None else None
+        wanted = not gone and info.status in ("alive", "suspect") and pub is not None
+        followed = self._following.get(info.id)
+        if wanted:
+            assert record is not None
+            assert pub is not None
+            target = (pub, record.public_key)
+            if followed == target:
+                return
+            if followed is not None:
+                self._sub.disconnect(followed[0])
+            self._following[info.id] = target
+            self._sub.connect(*target)
+        elif followed is not None:
+            del self._following[info.id]
+            self._sub.disconnect(followed[0])
+            self._arrivals.forget_publisher(info.id)
+
+    def _system_needed(self, prefix: str) -> None:
+        """Start deriving system events once a subscription can match them."""
+        if self._system is None and ("$mesh.".startswith(prefix) or prefix.startswith("$mesh.")):
+            self._system = SystemEvents()
+            self._system.prime(self._host.live_members())
+
+    # -- queue groups -----------------------------------------------------------------------
+
+    def _mesh_groups(self) -> dict[tuple[str, str], list[MemberInfo]]:
+        """Alive members of each queue group in the mesh (rebuilt after a change)."""
+        if self._group_index is None:
+            index: dict[tuple[str, str], list[MemberInfo]] = {}
+            for info in self._host.live_members():
+                if info.status == "alive" and info.id != self.node_id:
+                    for key in _groups_of(info):
+                        index.setdefault(key, []).append(info)
+            self._group_index = index
+        return self._group_index
+
+    def _to_groups(self, event: Event) -> None:
+        topic = event.topic
+        keys = {k for k in self._mesh_groups() if topic.startswith(k[1])}
+        keys.update(k for k in self._groups if topic.startswith(k[1]))
+        for key in keys:
+            self._host.spawn(self._deliver_to_group(key, event), f"group {key[0]}")
+
+    async def _deliver_to_group(self, key: tuple[str, str], event: Event) -> None:
+        """Hand ``event`` to one member of ``key``'s group, the one with the fewest
+        deliveries outstanding from here; another if it fails or refuses (each is tried
+        once per round, with a growing pause between rounds); lost after GROUP_GIVE_UP s."""
+        deadline = time.monotonic() + GROUP_GIVE_UP
+        tried: set[str] = set()
+        rounds = 0
+        while not self._closed and time.monotonic() < deadline:
+            members = {m.id: m for m in self._mesh_groups().get(key, ())}
+            if self._local_group(key) is not None:
+                members[self.node_id] = None  # type: ignore[assignment]
+            choices = [c for c in members if c not in tried]
+            if not choices:
+                tried.clear()
+                await asyncio.sleep(min(0.05 * 2**rounds, 1.0))
+                rounds += 1
+                continue
+            least = min(self._outstanding[c] for c in choices)
+            chosen = self._rng.choice([c for c in choices if self._outstanding[c] == least])
+            if await self._hand_over(key, event, members[chosen]):
+                self._group_delivered += 1
+                return
+            tried.add(chosen)
+            self._group_redelivered += 1
+        self._group_lost += 1
+        self._counts.dropped(event.topic)
+
+    async def _hand_over(
+        self, key: tuple[str, str], event: Event, member: MemberInfo | None
+    ) -> bool:
+        """Whether ``member`` (None: this node) took ``event`` for ``key``'s group."""
+        if member is None:
+            return self.accept_group_event(key[0], key[1], event)
+        self._outstanding[member.id] += 1
+        try:
+            answer = await self._host.call_member(
+                member, "$mesh.deliver", [key[0], key[1], event_to_wire(event)], GROUP_ACK_TIMEOUT
+            )
+        except MeshError as exc:
+            log.debug("group %s: %s did not take an event: %s", key[0], member.name, exc)
+            return False
+        finally:
+            self._outstanding[member.id] -= 1
+            if not self._outstanding[member.id]:
+                del self._outstanding[member.id]
+        return answer is True
+
+    def _local_group(self, key: tuple[str, str]) -> Subscription | None:
+        subs = [s for r in self._groups.get(key, ()) if (s := r()) is not None and not s._closed]
+        if not subs:
+            return None
+        return min(subs, key=Subscription.pending)
+
+    def accept_group_event(self, group: str, prefix: str, event: Event) -> bool:
+        """A queue-group event for this node: True once a subscription holds it."""
+        sub = self._local_group((group, prefix))
+        if sub is None or not sub._put(event):
+            return False
+        self._counts.delivered(event.topic)
+        return True
+
+    # -- replay -----------------------------------------------------------------------------
+
+    async def _replay(self, prefix: str, limit: int) -> list[Event]:
+        """The last ``limit`` events per topic under ``prefix`` from every publisher
+        that lists such a topic (this node's ring included), each topic in order."""
+        found = self.history(prefix, limit, {})
+        sources = [
+            info
+            for info in self._host.live_members()
+            if info.id != self.node_id
+            and info.record is not None
+            and any(t.startswith(prefix) for t in info.record.topics)
+        ]
+        results = await asyncio.gather(
+            *(self._fetch(info, prefix, limit, {}) for info in sources), return_exceptions=True
+        )
+        for info, result in zip(sources, results, strict=True):
+            if isinstance(result, BaseException):
+                log.debug("replay from %s failed: %s", info.name, result)
+                continue
+            found.extend(result)
+        return found
+
+    async def fill_gap(self, publisher: str, topic: str, last: int, seq: int) -> list[Event]:
+        """Events ``last+1 .. seq-1`` of ``topic`` from ``publisher``'s ring (what it still
+        keeps of them), for a replaying subscription."""
+        if publisher == self.node_id:
+            kept = self.history(topic, seq - last - 1, {topic: last})
+        else:
+            info = next((m for m in self._host.live_members() if m.id == publisher), None)
+            if info is None:
+                return []
+            try:
+                kept = await self._fetch(info, topic, seq - last - 1, {topic: last})
+            except MeshError:
+                return []
+        return [e for e in kept if e.topic == topic and last < e.seq < seq]
+
+    async def _fetch(
+        self, info: MemberInfo, prefix: str, limit: int, after: dict[str, int]
+    ) -> list[Event]:
+        wire = await self._host.call_member(info, "$mesh.history", [prefix, limit, after], 5.0)
+        return [event_from_wire(item) for item in wire]
+
+    # -- statistics and shutdown ------------------------------------------------------------
+
+    def statistics(self) -> EventStatistics:
+        topics = self._counts.snapshot(self._sequencer.count_published())
+        return EventStatistics(
+            topics=topics,
+            published=sum(t.published for t in topics.values()),
+            delivered=sum(t.delivered for t in topics.values()),
+            dropped=sum(t.dropped for t in topics.values()),
+            following=len(self._following),
+            subscriptions=len(self._plain) + sum(len(r) for r in self._groups.values()),
+            group_delivered=self._group_delivered,
+            group_redelivered=self._group_redelivered,
+            group_lost=self._group_lost,
+        )
+
+    async def aclose(self) -> None:
+        """Send what waits, end every subscription, close the SUB socket."""
+        if self._closed:
+            return
+        self._flush()
+        self._closed = True
+        grouped = [s for refs in self._groups.values() for r in refs if (s := r()) is not None]
+        for sub in [*self._plain, *grouped]:
+            sub.close()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.aclose()
+            self._sub = None
+
+
+def _groups_of(info: MemberInfo) -> tuple[tuple[str, str], ...]:
+    record = info.record
+    return () if record is None else record.groups
+
+
+def event_to_wire(event: Event) -> list[Any]:
+    return [event.topic, event.publisher, event.seq, event.timestamp, event.data]
+
+
+def event_from_wire(item: object) -> Event:
+    if not isinstance(item, list) or len(item) < 5:
+        raise ProtocolError(
+            f"an event is [topic, publisher, seq, timestamp, data], got {item!r:.80}"
+        )
+    topic, publisher, seq, timestamp, data = item[:5]
+    if not (
+        isinstance(topic, str)
+        and isinstance(publisher, str)
+        and type(seq) is int
+        and seq >= 1
+        and isinstance(timestamp, int | float)
+    ):
+        raise ProtocolError(
+            f"an event is [topic, publisher, seq, timestamp, data], got {item!r:.80}"
+        )
+    return Event(topic, publisher, seq, float(timestamp), data)

@@ -1,0 +1,288 @@
+"""Events, the pure part: topics, sequence numbers, gaps, history rings, per-topic counts,
+and the system events (``$mesh.*``) a node derives from its own view of the mesh.
+
+No sockets, no loop, no clock: the runtime (``_eventbus``) passes times in. Semantics
+(docs/events.md): plain publish/subscribe is at-most-once; each publisher numbers the
+events of each topic 1, 2, 3, ...; a subscriber that sees a number skip counts the
+missing events as dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._errors import InvalidTopic
+from ._listing import MemberInfo
+from ._wire import Event
+
+__all__ = [
+    "RESERVED_PREFIX",
+    "SYSTEM_TOPICS",
+    "Event",
+    "Sequencer",
+    "SystemEvents",
+    "TopicStatistics",
+    "check_prefix",
+    "check_topic",
+    "is_system",
+]
+
+#: Topics under this prefix come from the mesh itself; user code cannot publish them.
+RESERVED_PREFIX: Final = "$mesh."
+#: Longest topic, in UTF-8 bytes (the catalog lists topics up to this length).
+MAX_TOPIC: Final = 255
+
+NODE_JOINED: Final = "$mesh.node.joined"
+NODE_LEFT: Final = "$mesh.node.left"
+NODE_FAILED: Final = "$mesh.node.failed"
+SERVICE_UP: Final = "$mesh.service.up"
+SERVICE_DOWN: Final = "$mesh.service.down"
+TOPIC_NEW: Final = "$mesh.topic.new"
+#: Every system event topic a node derives (docs/events.md, "System events").
+SYSTEM_TOPICS: Final = (NODE_JOINED, NODE_LEFT, NODE_FAILED, SERVICE_UP, SERVICE_DOWN, TOPIC_NEW)
+
+
+def check_prefix(prefix: object) -> str:
+    """A subscription prefix: any text up to :data:`MAX_TOPIC` bytes ("" is every topic)."""
+    if not isinstance(prefix, str):
+        raise InvalidTopic(f"a topic prefix is a str, got {type(prefix).__name__}")
+    if len(prefix.encode()) > MAX_TOPIC:
+        raise InvalidTopic(f"a topic prefix is at most {MAX_TOPIC} bytes of UTF-8")
+    return prefix
+
+
+def check_topic(topic: object) -> str:
+    """A topic user code may publish: 1 to :data:`MAX_TOPIC` bytes, not under ``$mesh.``."""
+    check_prefix(topic)
+    assert isinstance(topic, str)
+    if not topic:
+        raise InvalidTopic("a topic is not empty")
+    if topic.startswith(RESERVED_PREFIX):
+        raise InvalidTopic(
+            f"topic {topic!r}: names starting with {RESERVED_PREFIX!r} are reserved for the "
+            "mesh's own events"
+        )
+    return topic
+
+
+def is_system(topic: str) -> bool:
+    return topic.startswith(RESERVED_PREFIX)
+
+
+def reaches_peers(prefix: str) -> bool:
+    """Whether a subscription to ``prefix`` can match events of other nodes (system
+    events are derived locally, never sent)."""
+    return not prefix.startswith(RESERVED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStatistics:
+    """Counts for one topic on one node: events this node published, events it delivered
+    to its subscriptions (one per subscription), and events lost on the way to it (gaps
+    in a publisher's sequence, or a full subscription queue)."""
+
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+
+
+class _Topic:
+    __slots__ = ("delivered", "dropped", "published", "ring", "seq")
+
+    def __init__(self, history: int) -> None:
+        self.seq = 0
+        self.published = self.delivered = self.dropped = 0
+        self.ring: collections.deque[Event] = collections.deque(maxlen=history)
+
+
+class Sequencer:
+    """A publisher's side: numbers each topic's events and keeps the last ``history`` of
+    each for late subscribers (``subscribe(..., history=N)``)."""
+
+    def __init__(self, node_id: str, history: int) -> None:
+        self.node_id = node_id
+        self._history = history
+        self._topics: dict[str, _Topic] = {}
+
+    def next(self, topic: str, data: Any, now: float) -> Event:
+        """The next event of ``topic``, numbered and kept in its ring."""
+        state = self._topics.get(topic)
+        if state is None:
+            state = self._topics[topic] = _Topic(self._history)
+        state.seq += 1
+        state.published += 1
+        event = Event(topic, self.node_id, state.seq, now, data)
+        state.ring.append(event)
+        return event
+
+    def undo(self, topic: str) -> None:
+        """Take back the last event of ``topic`` (it could not be sent)."""
+        state = self._topics[topic]
+        state.seq -= 1
+        state.published -= 1
+        state.ring.pop()
+        if not state.seq:
+            del self._topics[topic]
+
+    def topics(self) -> Iterator[str]:
+        """Topics published so far, oldest first."""
+        return iter(self._topics)
+
+    def history(self, prefix: str, limit: int, after: Mapping[str, int]) -> list[Event]:
+        """Up to ``limit`` of the latest kept events of each topic under ``prefix``, only
+        those numbered above ``after[topic]`` where given; each topic in order."""
+        found: list[Event] = []
+        for topic, state in self._topics.items():
+            if not topic.startswith(prefix) or limit <= 0:
+                continue
+            since = after.get(topic, 0)
+            kept = [e for e in state.ring if e.seq > since]
+            found.extend(kept[-limit:])
+        return found
+
+    def count_published(self) -> Mapping[str, int]:
+        return {topic: state.published for topic, state in self._topics.items()}
+
+
+class Arrivals:
+    """A subscriber's side: the last number seen per (publisher, topic), to count gaps
+    and refuse repeats."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], int] = {}
+
+    def check(self, publisher: str, topic: str, seq: int) -> int:
+        """How many events of this publisher and topic were missed before ``seq`` (0 if
+        none or it is the first seen), or -1 if ``seq`` was seen already (a repeat)."""
+        key = (publisher, topic)
+        last = self._last.get(key)
+        if last is not None and seq <= last:
+            return -1
+        self._last[key] = seq
+        return 0 if last is None else seq - last - 1
+
+    def last(self, publisher: str, topic: str) -> int | None:
+        return self._last.get((publisher, topic))
+
+    def forget_publisher(self, publisher: str) -> None:
+        for key in [k for k in self._last if k[0] == publisher]:
+            del self._last[key]
+
+    def forget_prefix(self, prefix: str) -> None:
+        """No subscription covers ``prefix`` any more: the next event of such a topic
+        starts afresh (what was not received while unsubscribed is not a loss)."""
+        for key in [k for k in self._last if k[1].startswith(prefix)]:
+            del self._last[key]
+
+
+class TopicCounts:
+    """Per-topic delivered and dropped counts of one node (published ones live in the
+    :class:`Sequencer`). At most ``most`` topics are counted apart; the rest under ``*``."""
+
+    OTHER: Final = "*"
+
+    def __init__(self, most: int = 1_000) -> None:
+        self._most = most
+        self._counts: dict[str, list[int]] = {}
+
+    def _entry(self, topic: str) -> list[int]:
+        entry = self._counts.get(topic)
+        if entry is None:
+            if len(self._counts) >= self._most:
+                topic = self.OTHER
+                entry = self._counts.get(topic)
+            if entry is None:
+                entry = self._counts[topic] = [0, 0]
+        return entry
+
+    def delivered(self, topic: str, n: int = 1) -> None:
+        self._entry(topic)[0] += n
+
+    def dropped(self, topic: str, n: int = 1) -> None:
+        self._entry(topic)[1] += n
+
+    def snapshot(self, published: Mapping[str, int]) -> dict[str, TopicStatistics]:
+        topics = dict.fromkeys([*published, *self._counts])
+        return {
+            t: TopicStatistics(published.get(t, 0), *self._counts.get(t, (0, 0))) for t in topics
+        }
+
+
+# -- system events -----------------------------------------------------------------------
+
+
+class SystemEvents:
+    """Derives ``$mesh.*`` events from successive states of members, as this node sees
+    them (pure: each node derives its own, nothing extra travels).
+
+    :meth:`update` takes a member's new state (``None``: it is gone from the view) and
+    returns ``(topic, data)`` pairs: ``$mesh.node.joined`` when a member is first listed
+    alive, ``.left`` / ``.failed`` when it leaves or is declared dead (or vanishes),
+    ``$mesh.service.up`` / ``.down`` per provider as a live member starts or stops
+    offering a service (``providers``: how many live providers remain), and
+    ``$mesh.topic.new`` when a topic is listed by any publisher for the first time.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[str, MemberInfo] = {}  # live (alive or suspect) and listed
+        self._offered: dict[str, dict[str, str]] = {}  # member id -> service -> version
+        self._providers: collections.Counter[str] = collections.Counter()
+        self._topics: set[str] = set()
+
+    def prime(self, members: Iterable[MemberInfo]) -> None:
+        """Take ``members`` as the starting state without deriving events from it."""
+        for info in members:
+            self.update(info.id, info)
+
+    def update(self, member_id: str, info: MemberInfo | None) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        live = info is not None and info.status in ("alive", "suspect") and info.record is not None
+        known = self._members.get(member_id)
+        if live:
+            assert info is not None
+            assert info.record is not None
+            if known is None:
+                out.append((NODE_JOINED, _node_data(info)))
+            self._members[member_id] = info
+            offered = {s.name: s.version for s in info.record.services if s.state == "up"}
+            for topic in info.record.topics:
+                if topic not in self._topics:
+                    self._topics.add(topic)
+                    out.append((TOPIC_NEW, {"topic": topic, **_node_data(info)}))
+        else:
+            offered = {}
+        before = self._offered.get(member_id, {})
+        subject = info if info is not None else known
+        for name in sorted(set(before) - set(offered)):
+            self._providers[name] -= 1
+            if subject is not None:
+                out.append((SERVICE_DOWN, self._service_data(name, before[name], subject)))
+        for name in sorted(set(offered) - set(before)):
+            self._providers[name] += 1
+            assert info is not None
+            out.append((SERVICE_UP, self._service_data(name, offered[name], info)))
+        if offered:
+            self._offered[member_id] = offered
+        else:
+            self._offered.pop(member_id, None)
+        if not live and known is not None:
+            del self._members[member_id]
+            status = "left" if info is not None and info.status == "left" else "failed"
+            data = _node_data(info if info is not None else known)
+            out.append((NODE_LEFT if status == "left" else NODE_FAILED, data))
+        return out
+
+    def _service_data(self, name: str, version: str, info: MemberInfo) -> dict[str, Any]:
+        return {
+            "service": name,
+            "version": version,
+            "providers": max(0, self._providers[name]),
+            **_node_data(info),
+        }
+
+
+def _node_data(info: MemberInfo) -> dict[str, Any]:
+    return {"node": info.name, "node_id": info.id, "status": info.status, "address": info.address}
