@@ -234,6 +234,7 @@ _BY_CODE: dict[str, type[MeshError]] = {
         ConfigError,
         ProtocolError,
         RecordTooLarge,
+        InvalidTopic,
         TransportError,
         ConnectError,
         ConnectTimeout,

@@ -1161,6 +1161,8 @@ class Node:
                 self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
+        elif call.target == "$mesh.publish":
+            self._publish_for(routing_id, call)
         elif call.target == "$mesh.deliver":
             self._reply(routing_id, Reply(call.call_id, self._accept_group_event(call.args)))
         elif call.target == "$mesh.history":
@@ -1170,6 +1172,20 @@ class Node:
                 routing_id,
                 Error(call.call_id, CallError.code, f"{call.target}: no such mesh method"),
             )
+
+    def _publish_for(self, routing_id: bytes, call: Call) -> None:
+        """``$mesh.publish(topic, data)``: publish for a caller that is not a member (a
+        :class:`mesh.Client`, ``meshctl publish``): the event is this node's, and the
+        answer is ``[seq, publisher id]``."""
+        try:
+            if len(call.args) != 2:
+                raise CallError("$mesh.publish takes (topic, data)")
+            event = self._events.publish(call.args[0], call.args[1])
+        except MeshError as exc:
+            code, message, kind, _ = error_to_wire(exc)
+            self._reply_error(routing_id, Error(call.call_id, code, message, kind))
+            return
+        self._reply(routing_id, Reply(call.call_id, [event.seq, event.publisher]))
 
     def _accept_group_event(self, args: list[Any]) -> bool:
         """``$mesh.deliver(group, prefix, event)``: True once a subscription of this
