@@ -47,6 +47,11 @@ BATCH_MOST: Final = 128
 #: member, and how long it keeps trying when no member takes the event.
 GROUP_ACK_TIMEOUT: Final = 2.0
 GROUP_GIVE_UP: Final = 30.0
+#: A replaying subscription asks each publisher again for what followed the replayed
+#: events once its SUB socket follows that publisher (waiting at most CATCH_UP_WAIT),
+#: CATCH_UP_SETTLE later: the time for the subscription to reach the publisher.
+CATCH_UP_WAIT: Final = 2.0
+CATCH_UP_SETTLE: Final = 0.1
 
 
 class SubSocket(Protocol):
@@ -319,7 +324,7 @@ class EventBus:
                 sub_socket.subscribe(prefix)
         if history:
             sub._replay = asyncio.get_running_loop().create_task(
-                self._replay(prefix, history), name=f"replay {prefix!r}"
+                self._replay(sub, prefix, history), name=f"replay {prefix!r}"
             )
         return sub
 
@@ -516,9 +521,15 @@ class EventBus:
 
     # -- replay -----------------------------------------------------------------------------
 
-    async def _replay(self, prefix: str, limit: int) -> list[Event]:
+    async def _replay(self, sub: Subscription, prefix: str, limit: int) -> list[Event]:
         """The last ``limit`` events per topic under ``prefix`` from every publisher
-        that lists such a topic (this node's ring included), each topic in order."""
+        that lists such a topic (this node's ring included), each topic in order.
+
+        Events a publisher sends before this node's subscription reaches its PUB socket
+        are lost on the way; a later live event shows the gap and it is filled from the
+        ring (:meth:`fill_gap`). So that the last ones are not left out when nothing
+        follows them, each publisher is asked once more, for what came after the
+        replayed events, once the SUB socket follows it (:meth:`_catch_up`)."""
         found = self.history(prefix, limit, {})
         sources = [
             info
@@ -535,7 +546,27 @@ class EventBus:
                 log.debug("replay from %s failed: %s", info.name, result)
                 continue
             found.extend(result)
+            after = {e.topic: e.seq for e in result}
+            self._host.spawn(self._catch_up(sub, info, prefix, limit, after), "replay catch-up")
         return found
+
+    async def _catch_up(
+        self, sub: Subscription, info: MemberInfo, prefix: str, limit: int, after: dict[str, int]
+    ) -> None:
+        deadline = time.monotonic() + CATCH_UP_WAIT
+        while info.id not in self._following and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # rare and bounded: cheaper than an Event per member
+        await asyncio.sleep(CATCH_UP_SETTLE)  # the subscription travels to the publisher
+        try:
+            events = await self._fetch(info, prefix, limit, after)
+        except MeshError as exc:
+            log.debug("replay catch-up from %s failed: %s", info.name, exc)
+            return
+        seen = sub._seen
+        for event in events:  # the subscription also skips those it has had live since
+            last = None if seen is None else seen.last(event.publisher, event.topic)
+            if last is None or event.seq > last:
+                sub._put(event)
 
     async def fill_gap(self, publisher: str, topic: str, last: int, seq: int) -> list[Event]:
         """Events ``last+1 .. seq-1`` of ``topic`` from ``publisher``'s ring (what it still

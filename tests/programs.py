@@ -26,21 +26,35 @@ def node_env(**settings: str) -> dict[str, str]:
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> dict[str, Any]:
-    """The next JSON line the program prints, within ``timeout`` seconds."""
+    """The next JSON line the program prints, within ``timeout`` seconds.
+
+    Reads the pipe's file descriptor itself (os.read), keeping what follows the line
+    for the next call: a buffered ``readline`` would take several lines into its buffer
+    while ``select`` reports the pipe empty, and the next call would wait in vain."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    pending: bytearray = _pending.setdefault(proc.pid, bytearray())
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while True:
+            while b"\n" in pending:
+                end = pending.index(b"\n")
+                text = pending[:end].decode().strip()
+                del pending[: end + 1]
+                if text.startswith("{"):
+                    return dict(json.loads(text))
             left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
                 raise TimeoutError(f"no line from pid {proc.pid} within {timeout} s")
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 raise EOFError(f"pid {proc.pid} exited with {proc.wait(5)}")
-            text = line.decode().strip()
-            if text.startswith("{"):
-                return dict(json.loads(text))
+            pending += chunk
+
+
+#: What was read from each program's stdout after its last whole line, by PID.
+_pending: dict[int, bytearray] = {}
 
 
 @contextmanager
@@ -63,6 +77,7 @@ def node_program(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        _pending.pop(proc.pid, None)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

@@ -1,0 +1,470 @@
+"""Events across nodes on 127.0.0.1: prefixes, system events, queue groups, replay, limits.
+
+In-process nodes use the ``test`` profile; the tests that kill a node run it as a
+process (``tests.event_member``, ``nodes.echo``) and end it by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from mesh import (
+    Event,
+    InvalidTopic,
+    MeshError,
+    Node,
+    Subscription,
+    method,
+    on_event,
+    service,
+)
+from mesh._events import Arrivals, Sequencer, SystemEvents
+from mesh._listing import MemberInfo
+from tests.programs import node_env, node_program, read_line, stop
+from tests.test_mesh import eventually
+
+
+@asynccontextmanager
+async def mesh_of(count: int, **settings: Any) -> AsyncIterator[list[Node]]:
+    """``count`` nodes of a fresh mesh; all but the first join through the first."""
+    name = f"ev-{secrets.token_hex(4)}"
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            Node(name="n0", mesh=name, profile="test", discovery=False, **settings)
+        )
+        nodes = [first]
+        for i in range(1, count):
+            node = Node(
+                name=f"n{i}",
+                mesh=name,
+                profile="test",
+                discovery=False,
+                seeds=(first.address,),
+                **settings,
+            )
+            nodes.append(await stack.enter_async_context(node))
+        names = {n.name for n in nodes}
+        await eventually(
+            lambda: all(
+                {m.name for m in n.members() if m.status == "alive" and m.record} == names
+                for n in nodes
+            ),
+            10.0,
+            "every node lists every node",
+        )
+        yield nodes
+
+
+async def following(node: Node, count: int) -> None:
+    """Wait until ``node``'s SUB socket follows ``count`` publishers and has connected."""
+
+    def check() -> bool:
+        events = node.statistics().events
+        return events is not None and events.following >= count
+
+    await eventually(check, 5.0, f"{node.name} follows {count} publishers")
+
+
+async def take(sub: Subscription, count: int, timeout: float = 5.0) -> list[Event]:
+    got: list[Event] = []
+    if count == 0:
+        return got
+
+    async def read() -> None:
+        async for event in sub:
+            got.append(event)
+            if len(got) == count:
+                return
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{len(got)} of {count} events within {timeout} s") from None
+    return got
+
+
+async def publish_until_received(
+    publisher: Node, sub: Subscription, topic: str, timeout: float = 5.0
+) -> Event:
+    """PUB/SUB loses what is sent before the subscription reaches the publisher: send
+    probes until one arrives, and return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await publisher.publish(topic, "probe")
+        try:
+            return await asyncio.wait_for(sub.__anext__(), 0.1)
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no event on {topic!r} reached the subscriber in {timeout} s")
+
+
+# -- plain publish and subscribe -------------------------------------------------------------
+
+
+async def test_subscribers_get_the_events_their_prefix_matches_with_topic_seq_and_publisher() -> (
+    None
+):
+    async with mesh_of(3) as (a, b, c):
+        orders = b.subscribe("orders.")
+        everything = c.subscribe("")
+        await publish_until_received(a, orders, "orders.warmup")
+        await publish_until_received(a, everything, "warmup")
+        await asyncio.sleep(0.1)
+        for sub in (orders, everything):  # the probes
+            await take(sub, sub.pending())
+        before = time.time()
+        sent = [await a.publish("orders.created", {"id": i}) for i in range(5)]
+        await a.publish("payments.done", 1)
+        await a.publish("orders.shipped", "x" * 100)
+
+        got = await take(orders, 6)
+        assert [(e.topic, e.data) for e in got] == [
+            *(("orders.created", {"id": i}) for i in range(5)),
+            ("orders.shipped", "x" * 100),
+        ]
+        assert [e.seq for e in got[:5]] == [e.seq for e in sent] == [1, 2, 3, 4, 5]
+        assert got[5].seq == 1  # numbered per (publisher, topic)
+        assert all(e.publisher == a.id and before <= e.timestamp <= time.time() for e in got)
+        assert orders.pending() == 0  # payments.done was filtered out (at the publisher)
+
+        rest = await take(everything, 7)
+        assert [e.topic for e in rest].count("payments.done") == 1
+        stats = a.statistics().events
+        assert stats is not None
+        assert stats.topics["orders.created"].published == 5
+        received = b.statistics().events
+        assert received is not None
+        assert received.topics["orders.created"].delivered == 5
+
+
+async def test_a_node_receives_its_own_events_and_many_subscriptions_each_get_them() -> None:
+    async with mesh_of(1) as (a,):
+        one, two = a.subscribe("t."), a.subscribe("t.x")
+        await a.publish("t.x", 1)
+        await a.publish("t.y", 2)
+        assert [e.data for e in await take(one, 2)] == [1, 2]
+        assert [e.data for e in await take(two, 1)] == [1]
+        await one.aclose()
+        await a.publish("t.x", 3)
+        assert [e.data for e in await take(two, 1)] == [3]
+        assert one.pending() == 0
+        async for _ in one:  # a closed subscription ends
+            raise AssertionError("no event after aclose")
+
+
+async def test_reserved_and_invalid_topics_are_refused_with_a_clear_error() -> None:
+    async with mesh_of(1) as (a,):
+        with pytest.raises(InvalidTopic, match=r"reserved"):
+            await a.publish("$mesh.node.joined", {})
+        with pytest.raises(InvalidTopic, match="not empty"):
+            await a.publish("", 1)
+        with pytest.raises(InvalidTopic, match="255 bytes"):
+            await a.publish("x" * 256, 1)
+        with pytest.raises(MeshError):  # data that cannot travel: nothing is sent
+            await a.publish("t", object())
+        assert isinstance(InvalidTopic("x"), ValueError)
+        sub = a.subscribe("t")
+        event = await a.publish("t", 1)
+        assert event.seq == 1  # the refused one took no number
+        assert (await take(sub, 1))[0].seq == 1
+
+
+async def test_a_slow_subscriber_drops_its_own_events_and_never_slows_the_publisher() -> None:
+    async with mesh_of(2) as (a, b):
+        slow = b.subscribe("load.", maxsize=10)  # never read
+        fast = b.subscribe("load.", maxsize=30_000)
+        await publish_until_received(a, fast, "load.warmup")
+        started = time.monotonic()
+        for i in range(20_000):
+            await a.publish("load.x", i)
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        took = time.monotonic() - started
+        got = await take(fast, 20_000, timeout=30)
+        assert [e.data for e in got] == list(range(20_000))
+        assert slow.pending() == 10
+        assert slow.dropped >= 20_000 - 10
+        stats = b.statistics().events
+        assert stats is not None
+        assert stats.topics["load.x"].dropped >= 20_000 - 10
+        print(f"20,000 events published in {took:.3f} s with a stuck subscriber")
+
+
+def test_gaps_in_a_publishers_numbers_are_counted_and_repeats_refused() -> None:
+    arrivals = Arrivals()
+    assert arrivals.check("p", "t", 7) == 0  # the first one seen: joined mid-stream
+    assert arrivals.check("p", "t", 8) == 0
+    assert arrivals.check("p", "t", 12) == 3  # 9, 10, 11 lost
+    assert arrivals.check("p", "t", 12) == -1  # a repeat
+    assert arrivals.check("p", "u", 1) == 0  # per topic
+    arrivals.forget_prefix("t")
+    assert arrivals.check("p", "t", 20) == 0  # unsubscribed meanwhile: not a loss
+
+
+def test_a_publishers_ring_keeps_the_last_events_of_each_topic() -> None:
+    seq = Sequencer("me", history=3)
+    for i in range(5):
+        seq.next("a.x", i, float(i))
+    seq.next("b.y", "b", 9.0)
+    assert [(e.seq, e.data) for e in seq.history("a.", 10, {})] == [(3, 2), (4, 3), (5, 4)]
+    assert [e.seq for e in seq.history("a.", 2, {})] == [4, 5]
+    assert [e.seq for e in seq.history("", 10, {"a.x": 4})] == [5, 1]
+
+
+# -- system events -----------------------------------------------------------------------------
+
+
+def test_system_events_follow_members_services_and_topics() -> None:
+    from mesh._catalog import Record, ServiceInfo
+
+    def info(status: str, services: tuple[str, ...] = (), topics: tuple[str, ...] = ()) -> Any:
+        record = Record(
+            "id1",
+            "n1",
+            "m",
+            services=tuple(ServiceInfo(s, "1.0") for s in services),
+            topics=topics,
+        )
+        return MemberInfo("id1", "n1", status, 1, "", record=record)
+
+    derive = SystemEvents()
+    topics = lambda out: [t for t, _ in out]  # noqa: E731
+    assert topics(derive.update("id1", info("alive", ("calc",)))) == [
+        "$mesh.node.joined",
+        "$mesh.service.up",
+    ]
+    out = derive.update("id1", info("alive", ("calc", "kv"), ("orders.x",)))
+    assert topics(out) == ["$mesh.topic.new", "$mesh.service.up"]
+    assert out[1][1]["service"] == "kv"
+    assert out[1][1]["providers"] == 1
+    assert derive.update("id1", info("suspect", ("calc", "kv"), ("orders.x",))) == []
+    assert topics(derive.update("id1", info("dead", ("calc", "kv")))) == [
+        "$mesh.service.down",
+        "$mesh.service.down",
+        "$mesh.node.failed",
+    ]
+    assert topics(derive.update("id1", info("alive", ()))) == ["$mesh.node.joined"]
+    assert topics(derive.update("id1", info("left", ()))) == ["$mesh.node.left"]
+    assert derive.update("id1", None) == []
+
+
+async def test_system_events_on_join_leave_and_sigkill_of_real_processes() -> None:
+    async with mesh_of(1) as (watcher,):
+        sub = watcher.subscribe("$mesh.")
+        env = node_env(MESH_NAME=watcher.mesh, MESH_SEEDS=watcher.address)
+        seen: list[tuple[str, dict[str, Any]]] = []
+
+        async def until(topic: str, node: str, timeout: float = 10.0) -> dict[str, Any]:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for t, data in seen:
+                    if t == topic and data.get("node") == node:
+                        return data
+                try:
+                    event = await asyncio.wait_for(sub.__anext__(), 0.2)
+                except TimeoutError:
+                    continue
+                seen.append((event.topic, event.data))
+            raise AssertionError(f"no {topic} for {node} within {timeout} s; saw {seen}")
+
+        with (
+            node_program("nodes.echo", {**env, "MESH_NODE_NAME": "e1"}) as e1,
+            node_program("nodes.echo", {**env, "MESH_NODE_NAME": "e2"}) as e2,
+        ):
+            await asyncio.to_thread(read_line, e1)
+            await asyncio.to_thread(read_line, e2)
+            joined = await until("$mesh.node.joined", "e1")
+            assert joined["status"] == "alive"
+            assert joined["node_id"]
+            up = await until("$mesh.service.up", "e2")
+            assert up["service"] == "echo"
+            started = time.monotonic()
+            os.kill(e1.pid, signal.SIGKILL)
+            down = await until("$mesh.service.down", "e1")
+            await until("$mesh.node.failed", "e1")
+            print(f"$mesh.node.failed {time.monotonic() - started:.3f} s after SIGKILL")
+            assert down["service"] == "echo"
+            assert down["providers"] == 1
+            assert await asyncio.to_thread(stop, e2) == 0
+            await until("$mesh.node.left", "e2")
+            assert ("$mesh.node.failed", "e2") not in [(t, d["node"]) for t, d in seen]
+
+
+async def test_topic_new_when_a_publisher_lists_a_topic_first() -> None:
+    async with mesh_of(2) as (a, b):
+        sub = b.subscribe("$mesh.topic.")
+        await a.publish("sensors.temp", 21.5)
+        await a.publish("sensors.temp", 21.6)  # not new any more
+        (event,) = await take(sub, 1)
+        assert event.topic == "$mesh.topic.new"
+        assert event.data["topic"] == "sensors.temp"
+        assert event.data["node"] == "n0"
+        await eventually(
+            lambda: any(
+                "sensors.temp" in (m.record.topics if m.record else ()) for m in b.members()
+            ),
+            5.0,
+            "the topic listed in the publisher's record",
+        )
+        await asyncio.sleep(0.2)
+        assert sub.pending() == 0
+
+
+# -- services' handlers ------------------------------------------------------------------------
+
+
+@service("audit")
+class Audit:
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    @on_event("orders.")
+    async def record(self, event: Event) -> None:
+        if event.data == "boom":
+            raise ValueError("a handler bug")
+        self.seen.append(event.data)
+
+    @method
+    def count(self) -> int:
+        return len(self.seen)
+
+
+async def test_on_event_handlers_run_per_event_and_survive_their_own_errors() -> None:
+    async with mesh_of(2) as (a, b):
+        audit = Audit()
+        b.add_service(audit)
+        assert audit.record.__name__ == "record"  # still a plain method
+        await following(b, 1)
+        deadline = time.monotonic() + 5
+        while not audit.seen and time.monotonic() < deadline:
+            await a.publish("orders.warmup", "w")
+            await asyncio.sleep(0.05)
+        for data in ["boom", 1, 2]:
+            await a.publish("orders.new", data)
+        await eventually(lambda: audit.seen[-2:] == [1, 2], 5.0, "events after the error")
+        b.remove_service("audit")
+        await asyncio.sleep(0.05)
+        await a.publish("orders.new", 3)
+        await asyncio.sleep(0.2)
+        assert 3 not in audit.seen
+
+
+# -- queue groups ------------------------------------------------------------------------------
+
+
+async def test_a_queue_group_gets_each_event_once_spread_over_its_members() -> None:
+    async with mesh_of(4) as (publisher, *workers):
+        subs = [w.subscribe("jobs.", group="workers") for w in workers]
+        await eventually(
+            lambda: all(
+                sum(1 for m in publisher.members() if ("workers", "jobs.") in m.record.groups) == 3
+                for _ in [0]
+                if all(m.record for m in publisher.members())
+            ),
+            5.0,
+            "three group members listed",
+        )
+        for i in range(60):
+            await publisher.publish("jobs.resize", i)
+        await publisher.publish("other.topic", "not for the group")
+        await eventually(lambda: sum(s.pending() for s in subs) == 60, 10.0, "60 delivered")
+        got = [[e.data for e in await take(s, s.pending())] for s in subs if s.pending()]
+        flat = sorted(x for part in got for x in part)
+        assert flat == list(range(60))  # each exactly once
+        assert len(got) == 3
+        assert all(len(part) >= 5 for part in got), [len(p) for p in got]
+        await asyncio.sleep(0.2)
+        assert sum(s.pending() for s in subs) == 0
+        stats = publisher.statistics().events
+        assert stats is not None
+        assert stats.group_delivered == 60
+        assert stats.group_lost == 0
+
+
+async def test_a_queue_group_event_goes_to_another_member_when_the_chosen_one_dies() -> None:
+    async with mesh_of(1) as (publisher,):
+        env = node_env(
+            MESH_NAME=publisher.mesh,
+            MESH_SEEDS=publisher.address,
+            EVENT_PREFIX="jobs.",
+            EVENT_GROUP="workers",
+        )
+        with (
+            node_program("tests.event_member", {**env, "MESH_NODE_NAME": "w1"}) as w1,
+            node_program("tests.event_member", {**env, "MESH_NODE_NAME": "w2"}) as w2,
+        ):
+            await asyncio.to_thread(read_line, w1)
+            await asyncio.to_thread(read_line, w2)
+            await eventually(
+                lambda: (
+                    sum(
+                        1
+                        for m in publisher.members()
+                        if m.record and ("workers", "jobs.") in m.record.groups
+                    )
+                    == 2
+                ),
+                10.0,
+                "both workers listed in the group",
+            )
+            os.kill(w1.pid, signal.SIGSTOP)  # cannot acknowledge anything any more
+            for i in range(20):
+                await publisher.publish("jobs.x", i)
+            got: list[int] = []
+            while len(got) < 20:
+                try:
+                    line = await asyncio.to_thread(read_line, w2, 5.0)
+                except TimeoutError:
+                    print(
+                        publisher.statistics().events,
+                        [(m.name, m.status) for m in publisher.members()],
+                        publisher._background,
+                    )
+                    raise
+                print(line)
+                if line["event"] == "got":
+                    got.append(line["data"])
+            assert sorted(got) == list(range(20))  # all of them, once each
+            os.kill(w1.pid, signal.SIGKILL)
+            stats = publisher.statistics().events
+            assert stats is not None
+            assert stats.group_delivered == 20
+            assert stats.group_redelivered >= 1
+            print(f"redelivered {stats.group_redelivered} of 20 after the chosen member froze")
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+async def test_history_replays_the_last_events_then_live_ones_without_gaps_or_repeats() -> None:
+    async with mesh_of(2) as (a, b):
+        for i in range(10):
+            await a.publish("metrics.cpu", i)
+        await a.publish("metrics.mem", "m1")
+        await eventually(
+            lambda: any(m.record and "metrics.mem" in m.record.topics for m in b.members()),
+            5.0,
+            "the topics listed",
+        )
+        sub = b.subscribe("metrics.", history=4)
+        replayed = await take(sub, 5)
+        assert [e.data for e in replayed if e.topic == "metrics.cpu"] == [6, 7, 8, 9]
+        assert [e.data for e in replayed if e.topic == "metrics.mem"] == ["m1"]
+        # Published at once, while the SUB socket may not follow the publisher yet: what
+        # PUB/SUB loses here comes from the publisher's ring, in order, once each.
+        for i in range(10, 15):
+            await a.publish("metrics.cpu", i)
+        assert [e.data for e in await take(sub, 5)] == [10, 11, 12, 13, 14]
+        await a.publish("metrics.cpu", 15)
+        assert [e.data for e in await take(sub, 1)] == [15]
+        with pytest.raises(TimeoutError):  # no repeats
+            await asyncio.wait_for(sub.__anext__(), 0.5)
