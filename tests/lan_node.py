@@ -12,12 +12,16 @@ idempotent, ``slow`` is not). It prints JSON lines on stdout:
 - ``{"event": "result", "seq", "t", "target", "value", "elapsed"}`` or
   ``{"event": "error", "seq", "t", "target", "code", "type", "error"}`` for each call;
 - ``{"event": "stats", "seq", ...}`` for the ``stats`` command;
+- ``{"event": "published", "seq", "t", "topic", "n"}`` for ``publish`` (``n``: the
+  event's sequence number), and ``{"event": "got", "t", "topic", "data", "publisher",
+  "n"}`` for each event a ``subscribe`` command's subscription receives;
 - ``{"event": "stopped"}`` after a clean close on SIGTERM or SIGINT.
 
 SIGUSR1 writes the stacks of all threads to stderr (to see where a node hangs).
 
 Commands, one per stdin line (``seq`` counts them from 1): ``call TARGET [ARG ...]``
-(each ARG is JSON, or a plain string if it is not), ``stats``.
+(each ARG is JSON, or a plain string if it is not), ``stats``, ``publish TOPIC DATA``
+(DATA as an ARG), ``subscribe PREFIX``.
 """
 
 from __future__ import annotations
@@ -159,6 +163,20 @@ async def call(node: Node, seq: int, target: str, args: list[Any]) -> None:
         )
 
 
+async def print_events(node: Node, prefix: str) -> None:
+    async for event in node.subscribe(prefix):
+        emit(
+            {
+                "event": "got",
+                "t": time.time(),
+                "topic": event.topic,
+                "data": event.data,
+                "publisher": event.publisher,
+                "n": event.seq,
+            }
+        )
+
+
 def stats_of(node: Node, seq: int) -> dict[str, Any]:
     assert node._gossiper is not None
     return {
@@ -189,6 +207,15 @@ async def read_commands(node: Node, tasks: set[asyncio.Task[None]]) -> None:
             task.add_done_callback(tasks.discard)
         elif words[0] == "stats":
             emit(stats_of(node, seq))
+        elif words[0] == "publish" and len(words) == 3:
+            event = await node.publish(words[1], parse_arg(words[2]))
+            emit({"event": "published", "seq": seq, "t": time.time(), "topic": words[1],
+                  "n": event.seq})  # fmt: skip
+        elif words[0] == "subscribe" and len(words) <= 2:
+            task = asyncio.create_task(print_events(node, words[1] if len(words) == 2 else ""))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            emit({"event": "subscribed", "seq": seq, "t": time.time()})
         else:
             emit({"event": "error", "seq": seq, "code": "command", "error": line.decode()})
 

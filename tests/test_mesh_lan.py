@@ -51,6 +51,7 @@ class LanNode:
         self.ready: dict[str, Any] | None = None
         self.views: list[dict[str, Any]] = []
         self.answers: dict[int, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []  # what its subscriptions received
         self.sent = 0
 
     def __repr__(self) -> str:
@@ -77,6 +78,8 @@ class LanNode:
                 self.ready = line
             elif event == "view":
                 self.views.append(line)
+            elif event == "got":
+                self.events.append(line)
             elif "seq" in line:
                 self.answers[line["seq"]] = line
 
@@ -471,3 +474,56 @@ def test_detection_times_with_the_local_profile(cluster: Cluster) -> None:
 def test_detection_times_with_the_lan_profile(cluster: Cluster) -> None:
     # Goal: dead by all within 6 s (5.0 s measured); the design bound is far above it.
     assert measure_profile(cluster, "lan") < dead_bound("lan")
+
+
+@pytest.mark.timeout(90)
+def test_events_cross_hosts_with_a_shared_secret(
+    lan_factory: Callable[[int], Lan], tmp_path: Path
+) -> None:
+    """Every subscriber on the LAN gets a publisher's events, in order and once each, over
+    CURVE; a SIGKILLed publisher is reported as ``$mesh.node.failed``."""
+    cluster = Cluster(lan_factory(HOSTS), tmp_path)
+    secret = str(write_secret(tmp_path / "mesh.secret"))
+    nodes = [cluster.start(h, MESH_SECRET_FILE=secret) for h in cluster.lan.hosts]
+    cluster.wait_ready(nodes)
+    check = full_view([n.name for n in nodes], {})
+    cluster.wait("the secret mesh forms", lambda: all(check(n.view) for n in nodes), 20.0)
+    *subscribers, publisher = nodes
+    for node in subscribers:
+        node.send("subscribe lan.")
+    watcher = subscribers[0]
+    watcher.send("subscribe $mesh.node.")
+    probes = 0
+
+    def all_subscribed() -> bool:
+        nonlocal probes
+        if all(any(e["topic"] == "lan.probe" for e in n.events) for n in subscribers):
+            return True
+        probes += 1
+        publisher.send(f"publish lan.probe {probes}")
+        return False
+
+    took = cluster.wait("every subscriber follows the publisher", all_subscribed, 10.0)
+    print(f"\n  events reach 4 hosts {took - cluster.wait_ready(nodes):.2f} s after ready")
+    for i in range(50):
+        publisher.send(f"publish lan.tick {i}")
+
+    def ticks(node: LanNode) -> list[Any]:
+        return [e["data"] for e in node.events if e["topic"] == "lan.tick"]
+
+    cluster.wait("50 ticks everywhere", lambda: all(len(ticks(n)) >= 50 for n in subscribers), 10.0)
+    for node in subscribers:
+        assert ticks(node) == list(range(50)), node.name
+        published = [e for e in node.events if e["topic"] == "lan.tick"]
+        assert [e["n"] for e in published] == list(range(1, 51))
+    killed = time.time()
+    os.kill(publisher.proc.pid, signal.SIGKILL)
+
+    def failed() -> bool:
+        return any(
+            e["topic"] == "$mesh.node.failed" and e["data"]["node"] == publisher.name
+            for e in watcher.events
+        )
+
+    at = cluster.wait("$mesh.node.failed for the publisher", failed, 10.0)
+    print(f"  $mesh.node.failed {at - killed:.2f} s after the SIGKILL")
