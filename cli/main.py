@@ -20,6 +20,8 @@ COMMANDS = {
     "nodes": "cli.nodes:nodes",
     "services": "cli.services:services",
     "call": "cli.call:call",
+    "publish": "cli.events:publish",
+    "subscribe": "cli.events:subscribe",
     "demo": "cli.demo:demo",
     "keygen": "cli.keygen:keygen",
 }
@@ -87,7 +89,7 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 )
 @global_options(group=True)
 def meshctl() -> None:
-    """List, call and inspect the nodes and services of a mesh.
+    """List, call and inspect the nodes and services of a mesh; publish and follow events.
 
     Global options may come before the command or after it; each can also be set by
     its MESH_* environment variable. Exit codes: 0 ok, 1 failed (a remote error among

@@ -4,11 +4,19 @@ A :class:`Client` finds one node (the first seed that answers, else the first no
 its mesh that zeroconf reports), pulls the member list with records and stats from it
 (``$mesh.members``), and calls providers directly over their RPC sockets. It never
 joins the membership and never announces itself, so it leaves no trace in the mesh.
+
+Events: :meth:`Client.publish` asks that node to publish (``$mesh.publish``: the event is
+the node's). :meth:`Client.subscribe` subscribes on the client's own node, whose SUB
+socket follows every live member's PUB as a member's would; a background task pulls the
+member list every probe interval and tells the node's event bus what changed, so new
+publishers are followed, gone ones dropped, and ``$mesh.*`` events derived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -17,11 +25,17 @@ from ._client import Outgoing, RoutedStream, Stream
 from ._config import Config
 from ._discovery import Discovery, Sighting
 from ._errors import MeshError, NoMeshFound, ProtocolError
+from ._eventbus import Subscription
 from ._listing import MemberInfo, ServiceListing, member_from_wire, service_listings
 from ._node import Node
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN
 
 __all__ = ["Client"]
+
+log = logging.getLogger("mesh.client")
+
+#: Fewest seconds between two pulls of the member list while a subscription is open.
+REFRESH_LEAST = 0.2
 
 
 class Client:
@@ -42,6 +56,10 @@ class Client:
         #: The RPC address of the node this client talks to (after entering).
         self.via = ""
         self._members: list[MemberInfo] = []
+        # What the node's event bus was last told of each member (by id), and the task
+        # that keeps it in step while subscriptions may be open.
+        self._fed: dict[str, MemberInfo] = {}
+        self._refresher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         await self._node.start()
@@ -61,6 +79,12 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop following the mesh; every subscription ends; the node closes."""
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         await self._node.aclose(grace=0)
 
     async def _find(self) -> str:
@@ -124,19 +148,48 @@ class Client:
     async def members(self, *, fresh: bool = False) -> list[MemberInfo]:
         """Every member the node found knows, with records and stats; ``fresh`` asks it
         to pull every member's stats first (a fraction of a second more)."""
+        return await self._pull(self.via, fresh)
+
+    def members_nowait(self) -> list[MemberInfo]:
+        """The member list as last pulled (by :meth:`members`, or every probe interval
+        while subscribed), without asking; empty before the first pull."""
+        return list(self._members)
+
+    async def _ask(self, address: str, method: str, args: list[Any], timeout: float) -> Any:
+        """Call one of the mesh's own methods (``$mesh.*``) of the node at ``address``."""
         node = self._node
-        connection = await node._connection_to(self.via, time.monotonic() + 10)
-        timeout = self.config.timings.connect_timeout + (1.0 if fresh else 0.0)
+        connect_by = time.monotonic() + self.config.timings.connect_timeout
+        connection = await node._connection_to(address, connect_by)
         deadline, trace_id = Outgoing.inherit(timeout)
-        wire = await node._outgoing.call(
-            connection, "$mesh.members", [fresh], {}, deadline, trace_id
-        )
+        return await node._outgoing.call(connection, method, args, {}, deadline, trace_id)
+
+    async def _pull(self, address: str, fresh: bool = False) -> list[MemberInfo]:
+        timeout = self.config.timings.connect_timeout + (1.0 if fresh else 0.0)
+        wire = await self._ask(address, "$mesh.members", [fresh], timeout)
         if not isinstance(wire, list):
             raise ProtocolError(f"$mesh.members: expected a list, got {wire!r:.80}")
-        self._members = [member_from_wire(item) for item in wire]
-        node._remote_view = self._members
+        members = [member_from_wire(item) for item in wire]
+        self._members = members
+        node = self._node
+        node._remote_view = members
         node._listing_changed()
-        return self._members
+        self._feed(members)
+        return members
+
+    def _feed(self, members: list[MemberInfo]) -> None:
+        """Tell the node's event bus which members changed status or record since the
+        last pull, and which vanished: it follows or drops their PUB sockets and
+        derives system events, as a member's bus does from gossip."""
+        bus = self._node._events
+        before, now = self._fed, {info.id: info for info in members}
+        self._fed = now
+        for member_id, info in now.items():
+            old = before.get(member_id)
+            if old is None or old.status != info.status or old.record != info.record:
+                bus.member_changed(info)
+        for member_id, old in before.items():
+            if member_id not in now:
+                bus.member_changed(old, gone=True)
 
     async def services(self, *, fresh: bool = False) -> dict[str, ServiceListing]:
         """Every service offered by a live member, by name (see :meth:`Node.services`)."""
@@ -168,3 +221,70 @@ class Client:
         if not self._members:
             await self.members()
         return self._node.stream(target, *args, timeout=timeout, node=node, **kwargs)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def publish(self, topic: str, data: Any = None) -> tuple[int, str]:
+        """Publish ``data`` on ``topic`` through the node this client talks to: the
+        event is that node's (``$mesh.publish``). Returns ``(seq, publisher id)``.
+        Topics under ``$mesh.`` are reserved (:class:`InvalidTopic`)."""
+        answer = await self._ask(
+            self.via, "$mesh.publish", [topic, data], self.config.timings.connect_timeout
+        )
+        if (
+            not isinstance(answer, list)
+            or len(answer) != 2
+            or type(answer[0]) is not int
+            or not isinstance(answer[1], str)
+        ):
+            raise ProtocolError(f"$mesh.publish: expected [seq, publisher], got {answer!r:.80}")
+        return answer[0], answer[1]
+
+    async def subscribe(self, prefix: str = "", *, history: int = 0) -> Subscription:
+        """Events whose topic starts with ``prefix``, from every member (as
+        :meth:`Node.subscribe`, at-most-once; ``$mesh.*`` system events are derived by
+        this client from the member list it pulls). The client does not join the mesh,
+        so it cannot be in a queue group. While the client is open it pulls the member
+        list every probe interval (at least :data:`REFRESH_LEAST` s) to follow new
+        publishers and drop gone ones."""
+        await self.members()
+        sub = self._node.subscribe(prefix, history=history)
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh(), name=f"client {self._node.name}: refresh members"
+            )
+        return sub
+
+    async def _refresh(self) -> None:
+        """Pull the member list every period; when the node this client talks to does
+        not answer, ask the other live members of the last list, and stay with the
+        first that answers."""
+        period = max(REFRESH_LEAST, self.config.timings.membership.probe_interval)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._pull_anywhere()
+            except MeshError as exc:
+                log.debug("client %s: member list not pulled: %s", self._node.name, exc)
+            except Exception:
+                log.exception("client %s: member list not pulled", self._node.name)
+
+    async def _pull_anywhere(self) -> None:
+        try:
+            await self._pull(self.via)
+            return
+        except MeshError as exc:
+            first = exc
+            log.debug("client %s: %s did not answer: %s", self._node.name, self.via, exc)
+        for info in list(self._members):
+            address = info.address
+            if not address or address == self.via or info.status not in ("alive", "suspect"):
+                continue
+            try:
+                await self._pull(address)
+            except MeshError as exc:
+                log.debug("client %s: %s did not answer: %s", self._node.name, address, exc)
+                continue
+            self.via = address
+            return
+        raise first
