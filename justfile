@@ -18,9 +18,16 @@ lint:
 fuzz:
     MESH_FUZZ_EXAMPLES=100000 pytest tests/test_wire_fuzz.py -o timeout=0 -q
 
-# benchmarks: mesh against raw pyzmq in the same run, as ratios (docs/performance.md)
+# `just bench rpc ARGS` or `just bench events ARGS`: one of them, with its options
+# benchmarks: mesh against raw pyzmq in the same run (docs/performance.md), RPC then events
 bench *args:
-    python -m tests.bench.rpc {{args}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    set -- {{args}}
+    case "${1:-}" in
+        rpc | events) which="$1"; shift; python -m "tests.bench.$which" "$@" ;;
+        *) python -m tests.bench.rpc "$@"; python -m tests.bench.events ;;
+    esac
 
 # the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite)
 sim *args:

@@ -1,7 +1,8 @@
-"""The RPC benchmark runs end to end and reports every figure.
+"""The RPC and events benchmarks run end to end and report every figure.
 
-Speed goals live in the benchmark (``python -m tests.bench.rpc``), not here: this
-only checks that a short run completes and every figure is a positive number.
+Speed goals live in the benchmarks (``python -m tests.bench.rpc``,
+``python -m tests.bench.events``), not here: this only checks that a short run
+completes and every figure is produced.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench import events
 from tests.bench.rpc import LABELS, RATIOS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +64,30 @@ def test_benchmark_runs_and_reports_every_figure() -> None:
     assert set(result["ratios"]) == {ratio.name for ratio in RATIOS}
     for name, ratio in result["ratios"].items():
         assert _positive(ratio["value"]), f"{name} = {ratio['value']!r}"
+
+
+@pytest.mark.timeout(120)
+def test_events_benchmark_runs_and_prints_every_row() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    command = [sys.executable, "-m", "tests.bench.events", "--events", "3000", "--time-limit"]
+    done = subprocess.run(
+        [*command, "100"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(done.stdout)  # the table, for whoever reads the log
+
+    lines = done.stdout.splitlines()
+    for key, label in events.LABELS.items():
+        text = label.format(k=100)
+        row = next((line for line in lines if line.startswith(text)), None)
+        assert row is not None, f"no row {key!r} in:\n{done.stdout}"
+        assert row[len(text) :].split()[0] == "3,000", row  # events sent
+    for ratio in events.RATIOS:
+        assert any(line.startswith(ratio.name) for line in lines), ratio.name
