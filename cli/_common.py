@@ -226,7 +226,7 @@ def exit_code(exc: BaseException) -> int:
         return TIMEOUT
     if isinstance(exc, mesh.NoProvider):
         return NO_PROVIDER
-    if isinstance(exc, mesh.UnknownMethod | mesh.ConfigError):
+    if isinstance(exc, mesh.UnknownMethod | mesh.ConfigError | mesh.InvalidTopic):
         return USAGE
     return FAILED
 

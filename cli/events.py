@@ -50,23 +50,17 @@ def publish(ctx: click.Context, topic: str, data: str | None) -> None:
     value = None if data is None else parse_value(data)
     as_json = ctx.find_root().obj.as_json
 
-    async def work(given: Settings, config: mesh.Config) -> tuple[int, str, str] | Exception:
+    async def work(given: Settings, config: mesh.Config) -> tuple[int, str, str]:
         import mesh
 
         async with mesh.Client(config) as client:
-            try:
-                seq, publisher = await client.publish(topic, value)
-            except mesh.InvalidTopic as exc:
-                return exc  # a usage error, whichever rule the node found broken
+            seq, publisher = await client.publish(topic, value)  # InvalidTopic: USAGE
             name = publisher
             if not as_json:
                 name = next((m.name for m in await client.members() if m.id == publisher), name)
             return seq, publisher, name
 
-    result = run(ctx, work)
-    if isinstance(result, Exception):
-        fail(str(result), USAGE)
-    seq, publisher, name = result
+    seq, publisher, name = run(ctx, work)
     if as_json:
         click.echo(to_json({"topic": topic, "seq": seq, "publisher": publisher}))
     else:

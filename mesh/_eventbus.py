@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
@@ -42,7 +43,7 @@ __all__ = ["EventBus", "EventStatistics", "Host", "Subscription"]
 log = logging.getLogger("mesh.events")
 
 #: Most events of one topic sent in one PUB message (a batch: one loop turn's worth).
-BATCH_MOST: Final = 128
+BATCH_MOST: Final = 256
 #: How long a queue-group delivery waits for an acknowledgement before trying another
 #: member, and how long it keeps trying when no member takes the event.
 GROUP_ACK_TIMEOUT: Final = 2.0
@@ -93,6 +94,21 @@ class EventStatistics:
     group_delivered: int
     group_redelivered: int
     group_lost: int
+    #: PUB messages from followed publishers that were not valid events (or claimed a
+    #: reserved ``$mesh.`` topic): dropped and counted.
+    protocol_errors: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What a topic published in this loop turn: its first number, its timestamp (every
+    event of the batch carries it), the packed data, their size and the room there is."""
+
+    first_seq: int
+    timestamp: float
+    room: int
+    packed: list[bytes] = field(default_factory=list)
+    size: int = 0
 
 
 class Subscription:
@@ -120,7 +136,7 @@ class Subscription:
         # delivered by then are skipped, and a gap after them is filled from the ring.
         self._replay: asyncio.Task[list[Event]] | None = None
         self._seen: Arrivals | None = Arrivals() if history else None
-        self._finalizer: weakref.finalize[[str], Subscription] | None = None
+        self._finalizer: weakref.finalize[[int, str], Subscription] | None = None
 
     def _put(self, event: Event) -> bool:
         if self._closed:
@@ -133,6 +149,21 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
+
+    def _put_run(self, events: list[Event]) -> int:
+        """Take what fits of ``events`` (in order); returns how many."""
+        if self._closed:
+            return 0
+        room = self._maxsize - len(self._queue)
+        if room < len(events):
+            self.dropped += len(events) - max(room, 0)
+            events = events[: max(room, 0)]
+        if events:
+            self._queue.extend(events)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        return len(events)
 
     def __aiter__(self) -> Self:
         return self
@@ -225,13 +256,15 @@ class EventBus:
         self._counts = TopicCounts()
         self._rng = rng or random.Random()
         # Subscriptions by kind; weak, so one dropped without aclose() ends by itself.
-        self._plain: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._plain: dict[int, weakref.ref[Subscription]] = {}
+        self._plain_refs: tuple[weakref.ref[Subscription], ...] = ()  # what _deliver walks
+        self._keys = itertools.count()
         self._groups: dict[tuple[str, str], list[weakref.ref[Subscription]]] = {}
         self._peer_prefixes: collections.Counter[str] = collections.Counter()
         self._sub: SubSocket | None = None
         self._following: dict[str, tuple[str, str | None]] = {}  # member id -> (pub, key)
         self._system: SystemEvents | None = None
-        self._pending: dict[str, list[bytes]] = {}
+        self._pending: dict[str, _Batch] = {}
         self._flush_scheduled = False
         self._listed_topics: set[str] = set()
         self._outstanding: collections.Counter[str] = collections.Counter()
@@ -243,43 +276,52 @@ class EventBus:
     # -- publishing ------------------------------------------------------------------------
 
     def publish(self, topic: str, data: Any) -> Event:
-        """Number ``event``, send it (batched per topic within a loop turn), and hand it
-        to this node's subscriptions and to one member of each matching queue group."""
+        """Number the event, queue it for the PUB socket (one EVENT_BATCH per topic per
+        loop turn), and hand it to this node's subscriptions and to one member of each
+        matching queue group. Data that cannot travel raises here, before anything."""
         if self._closed:
             raise MeshError("node closed: cannot publish")
-        check_topic(topic)
-        event = self._sequencer.next(topic, data, time.time())
-        try:
-            frames = self._codec.encode_event(event)
-        except BaseException:
-            self._sequencer.undo(topic)
-            raise
-        pending = self._pending.get(topic)
-        if pending is None:
-            self._pending[topic] = [frames[1]]
+        if type(topic) is not str or not topic or topic.startswith("$") or len(topic) > 63:
+            check_topic(topic)  # the fast test above passes every plain short topic
+        packed = self._codec.pack_event_data(data)
+        batch = self._pending.get(topic)
+        if batch is not None and (
+            len(batch.packed) >= BATCH_MOST or batch.size + len(packed) > batch.room
+        ):
+            self._send(topic, batch)
+            batch = None
+        if batch is None:
+            event = self._sequencer.next(topic, data, time.time())
+            batch = self._pending[topic] = _Batch(
+                event.seq, event.timestamp, self._codec.batch_room(topic, self.node_id)
+            )
             if topic not in self._listed_topics:
                 self._listed_topics.add(topic)
                 self._host.events_listing_changed()
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         else:
-            pending.append(frames[1])
-            if len(pending) >= BATCH_MOST:
-                self._send(topic)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._deliver(event)
+            event = self._sequencer.next(topic, data, batch.timestamp)
+        batch.packed.append(packed)
+        batch.size += len(packed)
+        if self._plain_refs:
+            self._deliver(event)
         if self._groups or self._mesh_groups():
             self._to_groups(event)
         return event
 
-    def _send(self, topic: str) -> None:
-        payloads = self._pending.pop(topic)
-        self._host.send_events([topic.encode(), *payloads])
+    def _send(self, topic: str, batch: _Batch) -> None:
+        del self._pending[topic]
+        payload = self._codec.encode_event_batch(
+            topic, self.node_id, batch.first_seq, batch.timestamp, batch.packed
+        )
+        self._host.send_events([topic.encode(), payload])
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for topic in list(self._pending):
-            self._send(topic)
+        for topic, batch in list(self._pending.items()):
+            self._send(topic, batch)
 
     def topics(self) -> list[str]:
         """Topics this node has published (what its catalog record lists)."""
@@ -313,9 +355,11 @@ class EventBus:
             if first:
                 self._host.events_listing_changed()
             return sub
-        self._plain.add(sub)
+        number = next(self._keys)
+        self._plain[number] = weakref.ref(sub)
+        self._plain_refs = tuple(self._plain.values())
         # One dropped without aclose() stops following when it is collected.
-        sub._finalizer = weakref.finalize(sub, self._unfollow_prefix, prefix)
+        sub._finalizer = weakref.finalize(sub, self._forget, number, prefix)
         self._system_needed(prefix)
         if reaches_peers(prefix):
             self._peer_prefixes[prefix] += 1
@@ -347,12 +391,13 @@ class EventBus:
                 if ref() is sub:
                     self._group_gone(key)(ref)
             return
-        if sub._finalizer is not None and sub._finalizer.detach() is not None:
-            self._plain.discard(sub)
-            self._unfollow_prefix(sub.prefix)
+        if sub._finalizer is not None and (found := sub._finalizer.detach()) is not None:
+            self._forget(*found[2])
 
-    def _unfollow_prefix(self, prefix: str) -> None:
+    def _forget(self, key: int, prefix: str) -> None:
         """A plain subscription to ``prefix`` ended (closed or collected)."""
+        self._plain.pop(key, None)
+        self._plain_refs = tuple(self._plain.values())
         if not reaches_peers(prefix) or self._peer_prefixes[prefix] <= 0:
             return
         self._peer_prefixes[prefix] -= 1
@@ -371,29 +416,46 @@ class EventBus:
     def _deliver(self, event: Event) -> None:
         topic = event.topic
         counts = self._counts
-        for sub in list(self._plain):
-            if topic.startswith(sub.prefix):
+        for ref in self._plain_refs:
+            sub = ref()
+            if sub is not None and topic.startswith(sub.prefix):
                 if sub._put(event):
                     counts.delivered(topic)
                 else:
                     counts.dropped(topic)
 
+    def _deliver_run(self, topic: str, events: list[Event]) -> None:
+        """A run of events of one topic, in order, to every matching subscription."""
+        counts = self._counts
+        for ref in self._plain_refs:
+            sub = ref()
+            if sub is not None and topic.startswith(sub.prefix):
+                taken = sub._put_run(events)
+                if taken:
+                    counts.delivered(topic, taken)
+                if taken < len(events):
+                    counts.dropped(topic, len(events) - taken)
+
     def on_frames(self, frames: list[bytes]) -> None:
-        """A message from a followed PUB socket."""
+        """A message (one event, or a batch of one topic's) from a followed PUB socket."""
         try:
             events = self._codec.decode_events(frames)
         except ProtocolError as exc:
             self.protocol_errors += 1
             log.debug("events: %s", exc)
             return
-        arrivals = self._arrivals
-        for event in events:
-            missed = arrivals.check(event.publisher, event.topic, event.seq)
-            if missed < 0:
-                continue
-            if missed:
-                self._counts.dropped(event.topic, missed)
-            self._deliver(event)
+        first = events[0]
+        topic = first.topic
+        if is_system(topic):  # derived by each node itself, never sent
+            self.protocol_errors += 1
+            return
+        repeats, missed = self._arrivals.check_run(first.publisher, topic, first.seq, len(events))
+        if missed:
+            self._counts.dropped(topic, missed)
+        if repeats:
+            events = events[repeats:]
+        if events:
+            self._deliver_run(topic, events)
 
     # -- following publishers ---------------------------------------------------------------
 
@@ -603,6 +665,7 @@ class EventBus:
             group_delivered=self._group_delivered,
             group_redelivered=self._group_redelivered,
             group_lost=self._group_lost,
+            protocol_errors=self.protocol_errors,
         )
 
     async def aclose(self) -> None:
@@ -612,7 +675,8 @@ class EventBus:
         self._flush()
         self._closed = True
         grouped = [s for refs in self._groups.values() for r in refs if (s := r()) is not None]
-        for sub in [*self._plain, *grouped]:
+        plain = [s for r in self._plain_refs if (s := r()) is not None]
+        for sub in [*plain, *grouped]:
             sub.close()
         if self._sub is not None:
             with contextlib.suppress(Exception):

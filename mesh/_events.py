@@ -10,6 +10,7 @@ missing events as dropped.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -164,6 +165,22 @@ class Arrivals:
         self._last[key] = seq
         return 0 if last is None else seq - last - 1
 
+    def check_run(self, publisher: str, topic: str, first: int, count: int) -> tuple[int, int]:
+        """For events ``first .. first + count - 1`` of this publisher and topic: how many
+        at the start were seen already (repeats), and how many were missed before them."""
+        key = (publisher, topic)
+        last = self._last.get(key)
+        end = first + count - 1
+        if last is None:
+            self._last[key] = end
+            return 0, 0
+        if end <= last:
+            return count, 0
+        self._last[key] = end
+        if first > last:
+            return 0, first - last - 1
+        return last - first + 1, 0
+
     def last(self, publisher: str, topic: str) -> int | None:
         return self._last.get((publisher, topic))
 
@@ -256,6 +273,10 @@ class SystemEvents:
             offered = {}
         before = self._offered.get(member_id, {})
         subject = info if info is not None else known
+        if subject is not None and known is not None and not subject.address:
+            # a member listed without its record (left, or pulled by a mesh.Client):
+            # say where it was, as last known
+            subject = dataclasses.replace(subject, address=known.address)
         for name in sorted(set(before) - set(offered)):
             self._providers[name] -= 1
             if subject is not None:
@@ -271,7 +292,8 @@ class SystemEvents:
         if not live and known is not None:
             del self._members[member_id]
             status = "left" if info is not None and info.status == "left" else "failed"
-            data = _node_data(info if info is not None else known)
+            assert subject is not None
+            data = _node_data(subject)
             out.append((NODE_LEFT if status == "left" else NODE_FAILED, data))
         return out
 

@@ -57,6 +57,8 @@ _POLLOUT: Final = int(zmq.POLLOUT)
 
 #: Most messages read from one socket before yielding to the event loop.
 READ_BATCH: Final = 256
+#: The same for a SUB socket, whose messages are batches of events (up to BATCH_MOST).
+SUB_READ_BATCH: Final = 8
 
 Role = Literal["router", "dealer", "pub", "sub"]
 #: Called with every new socket, its role and (for a connecting socket) the public key
@@ -112,8 +114,10 @@ class Pump:
         wait_when_full: bool,
         send_timeout: float,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
+        read_batch: int = READ_BATCH,
     ) -> None:
         self.sock = sock
+        self._batch_size = read_batch
         self.name = name
         self._on_message = on_message
         self._on_dropped = on_dropped
@@ -231,10 +235,10 @@ class Pump:
             self._timer = self._loop.call_at(self._outbox[0][1] + 0.001, self._service)
 
     def _read_batch(self) -> bool:
-        """Read up to READ_BATCH messages; True if more may be waiting."""
+        """Read up to ``read_batch`` messages; True if more may be waiting."""
         sock = self.sock
         handler = self._on_message
-        for _ in range(READ_BATCH):
+        for _ in range(self._batch_size):
             try:
                 frames = _recv(sock)
             except zmq.Again:
@@ -344,6 +348,7 @@ class Transport:
         wait_when_full: bool = False,
         send_timeout: float = 0.0,
         on_dropped: Callable[[list[bytes], str], None] | None = None,
+        read_batch: int = READ_BATCH,
     ) -> Pump:
         pump = Pump(
             sock,
@@ -352,6 +357,7 @@ class Transport:
             wait_when_full=wait_when_full,
             send_timeout=send_timeout,
             on_dropped=on_dropped,
+            read_batch=read_batch,
         )
         pump.start()
         return pump
@@ -396,7 +402,9 @@ class Transport:
     def subscriber(self, on_message: FrameHandler) -> Subscriber:
         """A SUB socket that follows publishers as it is told (:class:`Subscriber`)."""
         sock = self._socket(zmq.SUB, "sub")
-        pump = self._pump(sock, on_message, name="sub")
+        # A message may hold a batch of hundreds of events: read a few per loop turn, so
+        # subscribers run between them and their queues do not fill up in one callback.
+        pump = self._pump(sock, on_message, name="sub", read_batch=SUB_READ_BATCH)
         self._pumps.append(pump)
         return Subscriber(self, pump, self._security is not None and self._security.needs_peer_key)
 

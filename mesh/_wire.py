@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
 import msgpack
 
@@ -36,6 +36,7 @@ __all__ = [
     "Credit",
     "Error",
     "Event",
+    "EventBatch",
     "Goodbye",
     "Hello",
     "Kind",
@@ -71,11 +72,16 @@ class Kind(IntEnum):
     CANCEL = 9
     GOODBYE = 10
     EVENT = 32
+    EVENT_BATCH = 33
 
 
 # Plain ints for the codec's fast paths (comparing with an IntEnum member is slower).
 _CALL: Final = int(Kind.CALL)
 _REPLY: Final = int(Kind.REPLY)
+_EVENT_BATCH: Final = int(Kind.EVENT_BATCH)
+#: Bytes of an EVENT_BATCH beyond its topic, publisher and packed items, at most: the
+#: array headers, version, kind, str headers, first_seq and timestamp.
+_BATCH_OVERHEAD: Final = 64
 
 #: Kinds whose layout is the same in every protocol version (the handshake).
 _VERSIONLESS: Final = frozenset({Kind.HELLO, Kind.WELCOME, Kind.ERROR})
@@ -186,16 +192,42 @@ class Goodbye:
     node_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A published event (sent on PUB sockets as ``[topic, payload]``)."""
+class Event(NamedTuple):
+    """A published event (sent on PUB sockets as ``[topic, payload]``): its topic, the
+    publisher's node id, its number per (publisher, topic), the publisher's wall clock
+    (seconds since the epoch) and the data. Immutable; a named tuple, so that building
+    one per event received costs little."""
 
     topic: str
     publisher: str
     seq: int
-    #: Publisher's wall clock, seconds since the epoch.
     timestamp: float
     data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Consecutive events of one topic from one publisher, in one PUB payload: numbered
+    ``first_seq``, ``first_seq + 1``, ...; all with ``timestamp``."""
+
+    topic: str
+    publisher: str
+    first_seq: int
+    timestamp: float
+    items: list[Any]
+
+    def events(self) -> list[Event]:
+        topic, publisher, seq, timestamp = (
+            self.topic,
+            self.publisher,
+            self.first_seq,
+            self.timestamp,
+        )
+        new = tuple.__new__
+        return [
+            new(Event, (topic, publisher, seq + i, timestamp, data))
+            for i, data in enumerate(self.items)
+        ]
 
 
 Message: TypeAlias = (
@@ -252,6 +284,10 @@ def _is_call(m: Call) -> bool:
 
 def _is_list(v: Any) -> bool:
     return type(v) is list
+
+
+def _is_nonempty_list(v: Any) -> bool:
+    return type(v) is list and len(v) > 0
 
 
 def _is_map(v: Any) -> bool:
@@ -335,12 +371,24 @@ _SPECS: dict[int, tuple[type[Any], _Spec]] = {
             ("data", _is_any, None),
         ),
     ),
+    Kind.EVENT_BATCH: (
+        EventBatch,
+        (
+            ("topic", _is_str, _REQUIRED),
+            ("publisher", _is_str, _REQUIRED),
+            ("first_seq", _is_u64, _REQUIRED),
+            ("timestamp", _is_number, _REQUIRED),
+            ("items", _is_nonempty_list, _REQUIRED),
+        ),
+    ),
 }
 
 _KIND_OF: dict[type[Any], Kind] = {cls: Kind(kind) for kind, (cls, _) in _SPECS.items()}
 
 #: Fields that carry user values: their content is walked for depth and key types.
-_PAYLOAD_FIELDS: Final = frozenset({"args", "kwargs", "result", "item", "data", "services"})
+_PAYLOAD_FIELDS: Final = frozenset(
+    {"args", "kwargs", "result", "item", "data", "services", "items"}
+)
 
 
 #: Per kind, for encoding: (field, check, carries user values).
@@ -486,7 +534,7 @@ class Codec:
     def encode(self, message: Message, version: int = PROTOCOL_MAX) -> bytes:
         """One frame for ``message``; raises ProtocolError for what a peer would refuse."""
         kind = _KIND_OF.get(type(message))
-        if kind is None or kind is Kind.EVENT:
+        if kind is None or kind is Kind.EVENT or kind is Kind.EVENT_BATCH:
             raise ProtocolError(f"not a message: {message!r}")
         return self._pack(kind, message, version)
 
@@ -494,6 +542,68 @@ class Codec:
         """The two PUB frames for ``event``: the topic, then the payload."""
         topic = event.topic.encode()
         return [topic, self._pack(Kind.EVENT, event, version)]
+
+    def pack_event_data(self, data: Any) -> bytes:
+        """``data`` of an event, packed alone: what :meth:`encode_event_batch` joins.
+        Raises ProtocolError for what a peer would refuse (as :meth:`encode` does)."""
+        if type(data) not in _SCALARS:
+            self._check_value(data, "data")
+        try:
+            packed: bytes = self._packer.pack(data)
+        except (OverflowError, ValueError, TypeError) as exc:
+            self._packer.reset()
+            raise ProtocolError(f"EVENT: cannot encode: {exc}") from exc
+        if len(packed) + _BATCH_OVERHEAD > self._limits.max_message_size:
+            raise ProtocolError(
+                f"event data of {len(packed)} bytes exceeds the limit of "
+                f"{self._limits.max_message_size} bytes (limits.max_message_size)"
+            )
+        return packed
+
+    def encode_event_batch(
+        self,
+        topic: str,
+        publisher: str,
+        first_seq: int,
+        timestamp: float,
+        packed: list[bytes],
+        version: int = PROTOCOL_MAX,
+    ) -> bytes:
+        """The EVENT_BATCH payload of events whose data :meth:`pack_event_data` packed:
+        the header is packed as a 6-item array, its first byte made a 7-item array, and
+        the items array (its header, then the packed items) appended, byte for byte
+        what packing the whole message would give. The caller keeps it under
+        ``max_message_size`` (:meth:`batch_room`)."""
+        head: bytes = self._packer.pack(
+            [version, _EVENT_BATCH, topic, publisher, first_seq, timestamp]
+        )
+        n = len(packed)
+        count = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+        return b"\x97" + head[1:] + count + b"".join(packed)
+
+    def encode_batch(self, batch: EventBatch, version: int = PROTOCOL_MAX) -> bytes:
+        """The EVENT_BATCH payload of ``batch`` (the PUB message is ``[topic, payload]``)."""
+        if not batch.items:
+            raise ProtocolError("EVENT_BATCH.items: a batch has at least one event")
+        packed = [self.pack_event_data(item) for item in batch.items]
+        payload = self.encode_event_batch(
+            batch.topic, batch.publisher, batch.first_seq, batch.timestamp, packed, version
+        )
+        if len(payload) > self._limits.max_message_size:
+            raise ProtocolError(
+                f"EVENT_BATCH message of {len(payload)} bytes exceeds the limit of "
+                f"{self._limits.max_message_size} bytes (limits.max_message_size)"
+            )
+        return payload
+
+    def batch_room(self, topic: str, publisher: str) -> int:
+        """Bytes of packed items an EVENT_BATCH of this topic and publisher may carry."""
+        return (
+            self._limits.max_message_size
+            - _BATCH_OVERHEAD
+            - len(topic.encode())
+            - len(publisher.encode())
+        )
 
     def _pack(self, kind: Kind, message: Any, version: int) -> bytes:
         if kind is Kind.REPLY and _is_u64(message.call_id):
@@ -594,33 +704,57 @@ class Codec:
     def decode(self, frame: bytes) -> Message:
         """The message in ``frame``, or ProtocolError. Never raises anything else."""
         message = self._unpack(frame)
-        if type(message) is Event:
+        if type(message) is Event or type(message) is EventBatch:
             raise ProtocolError("EVENT messages belong on PUB sockets, not RPC sockets")
         return message  # type: ignore[no-any-return]
 
     def decode_event(self, frames: list[bytes]) -> Event:
-        """The event in PUB ``frames`` ``[topic, payload]``, or ProtocolError."""
-        if len(frames) != 2:
-            raise ProtocolError(f"an event has 2 frames, got {len(frames)}")
-        return self.decode_events(frames)[0]
+        """The one event in PUB ``frames`` ``[topic, EVENT payload]``, or ProtocolError."""
+        events = self.decode_events(frames)
+        if len(events) != 1:
+            raise ProtocolError(f"expected one event, got a batch of {len(events)}")
+        return events[0]
 
     def decode_events(self, frames: list[bytes]) -> list[Event]:
-        """The events in PUB ``frames`` ``[topic, payload, payload, ...]`` (a batch of one
-        topic's events, in order), or ProtocolError."""
-        if len(frames) < 2:
-            raise ProtocolError(f"an event message has 2 or more frames, got {len(frames)}")
-        topic = frames[0]
-        events = []
-        for frame in frames[1:]:
-            event = self._unpack(frame)
-            if type(event) is not Event:
-                raise ProtocolError("expected an EVENT message on a PUB socket")
-            if event.topic.encode() != topic:
-                raise ProtocolError("event topic frame does not match the payload topic")
-            events.append(event)
+        """The events in PUB ``frames`` ``[topic, payload]``: one for an EVENT payload,
+        each of a batch for EVENT_BATCH, in order; or ProtocolError."""
+        if len(frames) != 2:
+            raise ProtocolError(f"an event message has 2 frames, got {len(frames)}")
+        topic, frame = frames
+        raw = self._unpack_raw(frame)
+        if (
+            raw[1] == _EVENT_BATCH
+            and len(raw) >= 7
+            and raw[0] == PROTOCOL_MAX
+            and type(raw[2]) is str
+            and type(raw[3]) is str
+            and type(raw[4]) is int
+            and 0 <= raw[4] <= _U64_MAX - len(raw[6])
+            and type(raw[5]) in (float, int)
+            and type(raw[6]) is list
+            and raw[6]
+        ):
+            # Every batch: the checks of _build inlined (see the CALL fast path there).
+            items = raw[6]
+            self._check_decoded(items, "items")
+            message: Any = EventBatch(raw[2], raw[3], raw[4], float(raw[5]), items)
+        else:
+            message = self._build_checked(raw)
+        if type(message) is Event:
+            events = [message]
+        elif type(message) is EventBatch:
+            events = message.events()
+        else:
+            raise ProtocolError("expected an EVENT or EVENT_BATCH message on a PUB socket")
+        if events[0].topic.encode() != topic:
+            raise ProtocolError("event topic frame does not match the payload topic")
         return events
 
     def _unpack(self, frame: bytes) -> Any:
+        return self._build_checked(self._unpack_raw(frame))
+
+    def _unpack_raw(self, frame: bytes) -> list[Any]:
+        """The msgpack array of ``frame``, checked for size, shape and kind."""
         if not isinstance(frame, bytes | bytearray | memoryview):
             raise ProtocolError(f"a frame is bytes, got {type(frame).__name__}")
         if len(frame) > self._limits.max_message_size:
@@ -642,6 +776,10 @@ class Codec:
             raise ProtocolError(f"invalid protocol version {version!r:.40}")
         if type(kind) is not int or kind not in _SPECS:
             raise ProtocolError(f"unknown message kind {kind!r:.40}")
+        return raw
+
+    def _build_checked(self, raw: list[Any]) -> Any:
+        version, kind = raw[0], raw[1]
         if kind not in _VERSIONLESS and not PROTOCOL_MIN <= version <= PROTOCOL_MAX:
             error = ProtocolError(
                 f"message in protocol version {version}; "

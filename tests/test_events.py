@@ -7,6 +7,7 @@ process (``tests.event_member``, ``nodes.echo``) and end it by PID.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -159,6 +160,15 @@ async def test_a_node_receives_its_own_events_and_many_subscriptions_each_get_th
         assert one.pending() == 0
         async for _ in one:  # a closed subscription ends
             raise AssertionError("no event after aclose")
+        dropped = a.subscribe("t.")
+        stats = a.statistics().events
+        assert stats is not None
+        assert stats.subscriptions == 2
+        del dropped  # never closed: it ends when collected
+        gc.collect()
+        stats = a.statistics().events
+        assert stats is not None
+        assert stats.subscriptions == 1
 
 
 async def test_reserved_and_invalid_topics_are_refused_with_a_clear_error() -> None:
@@ -468,3 +478,58 @@ async def test_history_replays_the_last_events_then_live_ones_without_gaps_or_re
         assert [e.data for e in await take(sub, 1)] == [15]
         with pytest.raises(TimeoutError):  # no repeats
             await asyncio.wait_for(sub.__anext__(), 0.5)
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keeps_serving() -> None:
+    import zmq
+    import zmq.asyncio
+
+    from mesh._catalog import Record
+    from mesh._wire import Codec
+    from mesh._wire import Event as WireEvent
+
+    async with mesh_of(1) as (node,):
+        sub = node.subscribe("")
+        context = zmq.asyncio.Context()
+        rogue = context.socket(zmq.PUB)
+        port = rogue.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            # the bus follows whatever live member lists a pub address: make it follow ours
+            record = Record(
+                "f" * 32, "rogue", node.mesh, addresses={"pub": f"tcp://127.0.0.1:{port}"}
+            )
+            node._events.member_changed(
+                MemberInfo("f" * 32, "rogue", "alive", 1, "", record=record)
+            )
+            codec = Codec()
+            good = codec.encode_event(WireEvent("ok.topic", "f" * 32, 1, 0.0, "fine"))
+            bad = [
+                [b"ok.topic"],  # no payload
+                [b"ok.topic", b"\xc1"],  # not msgpack
+                [b"ok.topic", good[1][:-3]],  # truncated
+                [b"other", good[1]],  # topic frame and payload disagree
+                codec.encode_event(WireEvent("$mesh.node.failed", "f" * 32, 1, 0.0, {})),
+            ]
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until the SUB socket follows it
+                await rogue.send_multipart(good)
+                await asyncio.sleep(0.02)
+                if any(e.topic == "ok.topic" for e in await take(sub, sub.pending())):
+                    break
+            for frames in bad:
+                await rogue.send_multipart(frames)
+            await rogue.send_multipart(
+                codec.encode_event(WireEvent("ok.topic", "f" * 32, 10**6, 0.0, "still here"))
+            )
+            (event,) = await take(sub, 1)
+            assert event.data == "still here"  # nothing malformed or forged got through
+            stats = node.statistics().events
+            assert stats is not None
+            assert stats.protocol_errors == len(bad)
+            assert await node.publish("ok.topic", 1)  # and the node keeps working
+        finally:
+            rogue.close(linger=0)
+            context.term()

@@ -19,7 +19,7 @@ import msgpack
 import pytest
 
 import mesh._wire as wire
-from mesh._wire import Codec, Event, Kind
+from mesh._wire import Codec, Event, EventBatch, Kind
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -71,6 +71,8 @@ def _payload(codec: Codec, message: Any) -> bytes:
         topic, payload = codec.encode_event(message)
         assert topic == message.topic.encode()
         return payload
+    if isinstance(message, EventBatch):
+        return codec.encode_batch(message)
     return codec.encode(message)
 
 
@@ -95,6 +97,9 @@ def test_example_hex_decodes_to_the_message(example: Example) -> None:
     data = bytes.fromhex(example.hex)
     if isinstance(message, Event):
         decoded: Any = codec.decode_event([message.topic.encode(), data])
+    elif isinstance(message, EventBatch):
+        decoded = codec.decode_events([message.topic.encode(), data])
+        message = message.events()
     else:
         decoded = codec.decode(data)
     assert decoded == message

@@ -19,6 +19,7 @@ from mesh._wire import (
     Credit,
     Error,
     Event,
+    EventBatch,
     Goodbye,
     Hello,
     Kind,
@@ -254,3 +255,32 @@ def test_negotiate_picks_the_highest_common_version(
 ) -> None:
     assert negotiate(ours, theirs) == expected
     assert negotiate(theirs, ours) == expected
+
+
+def test_an_event_batch_is_one_payload_of_consecutive_events() -> None:
+    batch = EventBatch("t.x", "p" * 32, 7, 1.5, [1, {"a": [2]}, b"\x00"])
+    payload = codec.encode_batch(batch)
+    # byte for byte what packing the whole message gives
+    assert payload == msgpack.packb(
+        [PROTOCOL_MAX, Kind.EVENT_BATCH, "t.x", "p" * 32, 7, 1.5, batch.items], use_bin_type=True
+    )
+    events = codec.decode_events([b"t.x", payload])
+    assert events == [Event("t.x", "p" * 32, 7 + i, 1.5, d) for i, d in enumerate(batch.items)]
+    many = EventBatch("t.x", "p" * 32, 1, 0.0, list(range(300)))  # an array 16 header
+    assert [e.seq for e in codec.decode_events([b"t.x", codec.encode_batch(many)])] == list(
+        range(1, 301)
+    )
+    with pytest.raises(ProtocolError, match="topic frame"):
+        codec.decode_events([b"t.y", payload])
+    with pytest.raises(ProtocolError, match="PUB"):
+        codec.decode(payload)
+    for bad in (
+        [PROTOCOL_MAX, Kind.EVENT_BATCH, "t.x", "p", 1, 0.0, []],  # no events
+        [PROTOCOL_MAX, Kind.EVENT_BATCH, "t.x", "p", 0, 0.0, "x"],  # items not a list
+        [PROTOCOL_MAX, Kind.EVENT_BATCH, "t.x", "p", -1, 0.0, [1]],  # a negative number
+        [PROTOCOL_MAX, Kind.EVENT_BATCH, "t.x", "p", 1, 0.0, [{1: 2}]],  # a non-str key
+    ):
+        with pytest.raises(ProtocolError):
+            codec.decode_events([b"t.x", msgpack.packb(bad)])
+    with pytest.raises(ProtocolError, match="at least one"):
+        codec.encode_batch(EventBatch("t.x", "p", 1, 0.0, []))
