@@ -278,10 +278,11 @@ class EventBus:
     def publish(self, topic: str, data: Any) -> Event:
         """Number the event, queue it for the PUB socket (one EVENT_BATCH per topic per
         loop turn), and hand it to this node's subscriptions and to one member of each
-        matching queue group. Data that cannot travel raises here, before anything."""
+        matching queue group. Data that cannot travel raises here, before anything.
+        (The hot path of events: keep it lean, docs/performance.md "Events".)"""
         if self._closed:
             raise MeshError("node closed: cannot publish")
-        if type(topic) is not str or not topic or topic.startswith("$") or len(topic) > 63:
+        if type(topic) is not str or not topic or topic[0] == "$" or len(topic) > 63:
             check_topic(topic)  # the fast test above passes every plain short topic
         packed = self._codec.pack_event_data(data)
         batch = self._pending.get(topic)
@@ -292,24 +293,29 @@ class EventBus:
             batch = None
         if batch is None:
             event = self._sequencer.next(topic, data, time.time())
-            batch = self._pending[topic] = _Batch(
-                event.seq, event.timestamp, self._codec.batch_room(topic, self.node_id)
-            )
-            if topic not in self._listed_topics:
-                self._listed_topics.add(topic)
-                self._host.events_listing_changed()
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            self._open_batch(topic, event)
+            batch = self._pending[topic]
         else:
             event = self._sequencer.next(topic, data, batch.timestamp)
         batch.packed.append(packed)
         batch.size += len(packed)
         if self._plain_refs:
             self._deliver(event)
-        if self._groups or self._mesh_groups():
+        index = self._group_index  # None: to be rebuilt after a change of the mesh
+        if self._groups or index or (index is None and self._mesh_groups()):
             self._to_groups(event)
         return event
+
+    def _open_batch(self, topic: str, event: Event) -> None:
+        self._pending[topic] = _Batch(
+            event.seq, event.timestamp, self._codec.batch_room(topic, self.node_id)
+        )
+        if topic not in self._listed_topics:
+            self._listed_topics.add(topic)
+            self._host.events_listing_changed()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _send(self, topic: str, batch: _Batch) -> None:
         del self._pending[topic]

@@ -575,7 +575,8 @@ class Node:
         matches (at-most-once), and to one member of each matching queue group
         (acknowledged, redelivered if that member fails). Returns the event sent, with
         its sequence number. Topics under ``$mesh.`` are reserved (:class:`InvalidTopic`)."""
-        self._require_started()
+        if self._pub is None or self._closed:
+            self._require_started()  # raises the error that says why
         return self._events.publish(topic, data)
 
     def subscribe(
