@@ -30,9 +30,11 @@ from ._events import (
     SystemEvents,
     TopicCounts,
     TopicStatistics,
+    _Topic,
     check_prefix,
     check_topic,
     is_system,
+    next_event,
     reaches_peers,
 )
 from ._listing import MemberInfo
@@ -101,13 +103,16 @@ class EventStatistics:
 
 @dataclass(slots=True)
 class _Batch:
-    """What a topic published in this loop turn: its first number, its timestamp (every
-    event of the batch carries it), the packed data, their size and the room there is."""
+    """What a topic published in this loop turn: its numbering, its first number, its
+    timestamp (every event of the batch carries it), the packed data, how many, their
+    size and the room there is."""
 
+    state: _Topic
     first_seq: int
     timestamp: float
     room: int
     packed: list[bytes] = field(default_factory=list)
+    count: int = 0
     size: int = 0
 
 
@@ -249,6 +254,7 @@ class EventBus:
         self._host = host
         self.node_id = node_id
         self._codec = codec
+        self._pack = codec.pack_event_data
         self._maxsize = maxsize
         self._sequencer = Sequencer(node_id, history)
         self._system_sequencer = Sequencer(node_id, 1)
@@ -284,21 +290,18 @@ class EventBus:
             raise MeshError("node closed: cannot publish")
         if type(topic) is not str or not topic or topic[0] == "$" or len(topic) > 63:
             check_topic(topic)  # the fast test above passes every plain short topic
-        packed = self._codec.pack_event_data(data)
+        packed = self._pack(data)
+        size = len(packed)
         batch = self._pending.get(topic)
-        if batch is not None and (
-            len(batch.packed) >= BATCH_MOST or batch.size + len(packed) > batch.room
-        ):
+        if batch is not None and (batch.count >= BATCH_MOST or batch.size + size > batch.room):
             self._send(topic, batch)
             batch = None
         if batch is None:
-            event = self._sequencer.next(topic, data, time.time())
-            self._open_batch(topic, event)
-            batch = self._pending[topic]
-        else:
-            event = self._sequencer.next(topic, data, batch.timestamp)
+            batch = self._open_batch(topic)
+        event = next_event(batch.state, topic, self.node_id, data, batch.timestamp)
         batch.packed.append(packed)
-        batch.size += len(packed)
+        batch.count += 1
+        batch.size += size
         if self._plain_refs:
             self._deliver(event)
         index = self._group_index  # None: to be rebuilt after a change of the mesh
@@ -306,9 +309,10 @@ class EventBus:
             self._to_groups(event)
         return event
 
-    def _open_batch(self, topic: str, event: Event) -> None:
-        self._pending[topic] = _Batch(
-            event.seq, event.timestamp, self._codec.batch_room(topic, self.node_id)
+    def _open_batch(self, topic: str) -> _Batch:
+        state = self._sequencer.state(topic)
+        batch = self._pending[topic] = _Batch(
+            state, state.seq + 1, time.time(), self._codec.batch_room(topic, self.node_id)
         )
         if topic not in self._listed_topics:
             self._listed_topics.add(topic)
@@ -316,6 +320,7 @@ class EventBus:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+        return batch
 
     def _send(self, topic: str, batch: _Batch) -> None:
         del self._pending[topic]

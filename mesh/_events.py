@@ -101,6 +101,15 @@ class _Topic:
 _new_tuple: Final = tuple.__new__
 
 
+def next_event(state: _Topic, topic: str, publisher: str, data: Any, now: float) -> Event:
+    """Number the next event of a topic whose state is ``state``, and keep it in its ring."""
+    state.seq = seq = state.seq + 1
+    # tuple.__new__: a third of the cost of Event(...) (its keyword-capable __new__)
+    event: Event = _new_tuple(Event, (topic, publisher, seq, now, data))
+    state.ring.append(event)
+    return event
+
+
 class Sequencer:
     """A publisher's side: numbers each topic's events and keeps the last ``history`` of
     each for late subscribers (``subscribe(..., history=N)``)."""
@@ -110,16 +119,18 @@ class Sequencer:
         self._history = history
         self._topics: dict[str, _Topic] = {}
 
-    def next(self, topic: str, data: Any, now: float) -> Event:
-        """The next event of ``topic``, numbered and kept in its ring."""
+    def state(self, topic: str) -> _Topic:
+        """The numbering and ring of ``topic`` (new at 0 for a topic not yet published):
+        the runtime keeps it at hand while it batches the topic, and calls
+        :func:`next_event` on it."""
         state = self._topics.get(topic)
         if state is None:
             state = self._topics[topic] = _Topic(self._history)
-        state.seq = seq = state.seq + 1
-        # tuple.__new__: a third of the cost of Event(...) (its keyword-capable __new__)
-        event: Event = _new_tuple(Event, (topic, self.node_id, seq, now, data))
-        state.ring.append(event)
-        return event
+        return state
+
+    def next(self, topic: str, data: Any, now: float) -> Event:
+        """The next event of ``topic``, numbered and kept in its ring."""
+        return next_event(self.state(topic), topic, self.node_id, data, now)
 
     def topics(self) -> Iterator[str]:
         """Topics published so far, oldest first."""
