@@ -286,18 +286,24 @@ class EventBus:
         loop turn), and hand it to this node's subscriptions and to one member of each
         matching queue group. Data that cannot travel raises here, before anything.
         (The hot path of events: keep it lean, docs/performance.md "Events".)"""
-        if self._closed:
-            raise MeshError("node closed: cannot publish")
-        if type(topic) is not str or not topic or topic[0] == "$" or len(topic) > 63:
-            check_topic(topic)  # the fast test above passes every plain short topic
-        packed = self._pack(data)
-        size = len(packed)
-        batch = self._pending.get(topic)
-        if batch is not None and (batch.count >= BATCH_MOST or batch.size + size > batch.room):
-            self._send(topic, batch)
-            batch = None
-        if batch is None:
+        try:
+            batch = self._pending.get(topic)
+        except TypeError:  # unhashable: not a topic at all
+            check_topic(topic)
+            raise
+        if batch is None:  # the first event of this topic in this loop turn
+            if self._closed:
+                raise MeshError("node closed: cannot publish")
+            check_topic(topic)  # (a topic with an open batch passed already)
+            packed = self._pack(data)
+            size = len(packed)
             batch = self._open_batch(topic)
+        else:
+            packed = self._pack(data)
+            size = len(packed)
+            if batch.count >= BATCH_MOST or batch.size + size > batch.room:
+                self._send(topic, batch)
+                batch = self._open_batch(topic)
         event = next_event(batch.state, topic, self.node_id, data, batch.timestamp)
         batch.packed.append(packed)
         batch.count += 1

@@ -179,6 +179,10 @@ async def test_reserved_and_invalid_topics_are_refused_with_a_clear_error() -> N
             await a.publish("", 1)
         with pytest.raises(InvalidTopic, match="255 bytes"):
             await a.publish("x" * 256, 1)
+        with pytest.raises(InvalidTopic, match="str"):
+            await a.publish(["a", "list"], 1)  # type: ignore[arg-type]
+        with pytest.raises(InvalidTopic, match="str"):
+            await a.publish(b"bytes", 1)  # type: ignore[arg-type]
         with pytest.raises(MeshError):  # data that cannot travel: nothing is sent
             await a.publish("t", object())
         assert isinstance(InvalidTopic("x"), ValueError)
