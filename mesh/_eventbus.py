@@ -174,6 +174,11 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        if self._queue and self._seen is None:  # the common case: an event is waiting
+            return self._queue.popleft()
+        return await self._next()
+
+    async def _next(self) -> Event:
         if self._replay is not None:
             replay, self._replay = self._replay, None
             fetched = await replay
