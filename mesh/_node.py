@@ -1162,6 +1162,8 @@ class Node:
                 self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
+        elif call.target == "$mesh.ping":
+            self._reply(routing_id, Reply(call.call_id, [self.id, self.name]))
         elif call.target == "$mesh.publish":
             self._publish_for(routing_id, call)
         elif call.target == "$mesh.deliver":
