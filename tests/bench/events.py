@@ -56,7 +56,6 @@ import json
 import os
 import select
 import selectors
-import signal
 import subprocess
 import sys
 import tempfile
@@ -71,7 +70,8 @@ import zmq
 import zmq.asyncio
 
 import mesh
-from tests.bench.rpc import ROOT, _before_exec, _end, counted
+from tests.bench._harness import counted, placement, run
+from tests.bench.rpc import ROOT, _before_exec, _end
 
 PAYLOAD_BYTES = 100
 #: The high-water mark of the raw sockets: mesh's default (Limits.send_hwm, recv_hwm).
@@ -548,20 +548,10 @@ def process(argv: list[str], errors: IO[bytes], cpus: set[int] | None) -> Iterat
         started.end()
 
 
-def _placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """CPUs for the publishers and for the subscribers, when pinning."""
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None, None
-    return {cpus[0]}, {cpus[1]}
-
-
 def measure_row(key: str, args: argparse.Namespace, errors: IO[bytes]) -> Figure:
     row = ROWS[key]
     mesh_name = f"bench-events-{os.getpid()}-{key}".replace("_", "-")
-    pub_cpus, sub_cpus = _placement(args.pin)
+    pub_cpus, sub_cpus = placement(args.pin)
     base = [sys.executable, "-m", "tests.bench.events", "--child"]
     common = ["--mesh", mesh_name, "--max-seconds", str(args.time_limit + 30)]
     yield_every = row.yield_every or args.yield_every
@@ -645,18 +635,6 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
         out(f"{name:<66} {r['value']:>6.2f}  (target {r['target']:<6}) {verdict}")
 
 
-class _OutOfTime(Exception):
-    pass
-
-
-def _alarm(signum: int, frame: object) -> None:
-    raise _OutOfTime("the benchmark ran out of time (--time-limit)")
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that end children
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.events",
@@ -703,21 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
 
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(args.time_limit)
-    try:
-        figures = measure(args)
-    finally:
-        signal.alarm(0)
-    result = report(figures, args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    if args.check and not all(r["pass"] for r in result["ratios"].values()):
-        return 1
-    return 0
+    return run(args, measure, report, print_table)
 
 
 if __name__ == "__main__":

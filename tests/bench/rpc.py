@@ -54,6 +54,7 @@ import zmq.asyncio
 
 import mesh
 import mesh.sync
+from tests.bench._harness import counted, placement, run
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD_BYTES = 100
@@ -507,21 +508,11 @@ async def _async_phases(
     return figures
 
 
-def _placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """CPUs for the clients (this process) and for the servers, when pinning."""
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None, None
-    return {cpus[0]}, {cpus[1]}
-
-
 def measure(args: argparse.Namespace) -> dict[str, Figure]:
     """Start the three servers, run every phase, end the servers."""
     mesh_name = f"bench-{os.getpid()}"
     raw = [sys.executable, "-m", "tests.bench._raw_servers"]
-    client_cpus, server_cpus = _placement(args.pin)
+    client_cpus, server_cpus = placement(args.pin)
     figures: dict[str, Figure] = {}
     with contextlib.ExitStack() as stack:
         errors = stack.enter_context(tempfile.TemporaryFile())
@@ -635,28 +626,6 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
     )
 
 
-class _OutOfTime(Exception):
-    pass
-
-
-def _alarm(signum: int, frame: object) -> None:
-    raise _OutOfTime("the benchmark ran out of time (--time-limit)")
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that end servers
-
-
-def counted(least: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
-        return value
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.rpc",
@@ -681,21 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(args.time_limit)
-    try:
-        figures = measure(args)
-    finally:
-        signal.alarm(0)
-    result = report(figures, args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    if args.check and not all(r["pass"] for r in result["ratios"].values()):
-        return 1
-    return 0
+    return run(args, measure, report, print_table)
 
 
 if __name__ == "__main__":
