@@ -22,6 +22,7 @@ COMMANDS = {
     "call": "cli.call:call",
     "publish": "cli.events:publish",
     "subscribe": "cli.events:subscribe",
+    "run": "cli.run:run_command",
     "demo": "cli.demo:demo",
     "keygen": "cli.keygen:keygen",
 }
