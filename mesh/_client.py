@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from ._context import _current
 from ._deadlines import DeadlineQueue
 from ._errors import CallTimeout, MeshError, ProtocolError, Unavailable, error_from_wire
+from ._resource import AsyncResource
 from ._transport import MonitorEvent, Pump
 from ._wire import Call, Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
 
@@ -57,7 +58,7 @@ class _Pending:
     stream: Stream | None = None
 
 
-class Stream:
+class Stream(AsyncResource):
     """Items of a streaming call: ``async with node.stream(...) as items: async for x in items``.
 
     Leaving the block, ``break`` or :meth:`aclose` tells the producer to stop.
@@ -132,17 +133,6 @@ class Stream:
             if not self._done:
                 self._cancel()
             self._items.clear()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class RoutedStream:

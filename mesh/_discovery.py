@@ -21,8 +21,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, NoReturn, Self
+from typing import Any, Final, NoReturn
 
 import ifaddr
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
@@ -30,6 +29,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from ._errors import ConfigError, ProtocolError, TransportError
 from ._keys import decode_key, z85_decode
+from ._resource import AsyncResource
 
 __all__ = [
     "SERVICE_TYPE",
@@ -313,7 +313,7 @@ def _host_of(address: str) -> str:
     return match.group(1).strip("[]")
 
 
-class Discovery:
+class Discovery(AsyncResource):
     """Advertise ``me`` and report other nodes of ``me.mesh`` found with zeroconf.
 
     ``interfaces`` are interface names (each stands for its IPv4 addresses) or IPv4
@@ -537,15 +537,3 @@ class Discovery:
             if zc is not None:
                 with contextlib.suppress(Exception):
                     await zc.async_close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

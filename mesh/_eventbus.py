@@ -19,7 +19,6 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 from ._errors import MeshError, ProtocolError
@@ -38,6 +37,7 @@ from ._events import (
     reaches_peers,
 )
 from ._listing import MemberInfo
+from ._resource import AsyncResource
 from ._wire import Codec
 
 __all__ = ["EventBus", "EventStatistics", "Host", "Subscription"]
@@ -116,7 +116,7 @@ class _Batch:
     size: int = 0
 
 
-class Subscription:
+class Subscription(AsyncResource):
     """Events whose topic starts with ``prefix``: ``async for event in sub``.
 
     Made by :meth:`mesh.Node.subscribe`; live from the moment it is made. Use it as an
@@ -226,17 +226,6 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         self._bus._remove(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         group = f", group={self.group!r}" if self.group else ""

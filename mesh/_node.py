@@ -18,8 +18,8 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from types import MappingProxyType
+from typing import Any
 
 from ._catalog import (
     Catalog,
@@ -69,6 +69,7 @@ from ._listing import (
     version_matches,
 )
 from ._membership import Change, Member, Membership, MemberStatistics
+from ._resource import AsyncResource
 from ._security import Security
 from ._server import Credit, Dispatcher
 from ._services import EventHandlerSpec, MethodSpec, ServiceRegistry, ServiceSpec
@@ -158,7 +159,7 @@ class _Serving:
     abandoned: bool = False
 
 
-class Node:
+class Node(AsyncResource):
     """A member of a mesh: ``async with Node(name="a") as node: ...``.
 
     Built from a :class:`Config` (by default ``Config.from_env()``) with keyword
@@ -474,18 +475,6 @@ class Node:
         self._sessions.clear()
         if self._stop is not None:
             self._stop.set()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def serve_forever(
         self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
