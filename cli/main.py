@@ -19,7 +19,10 @@ from cli._common import global_options
 COMMANDS = {
     "nodes": "cli.nodes:nodes",
     "services": "cli.services:services",
+    "inspect": "cli.inspect:inspect",
     "call": "cli.call:call",
+    "stream": "cli.stream:stream",
+    "ping": "cli.ping:ping",
     "publish": "cli.events:publish",
     "subscribe": "cli.events:subscribe",
     "run": "cli.run:run_command",

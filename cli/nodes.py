@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli._common import Settings, echo_table, fresh_option, global_options, run, to_json
+from cli._common import Settings, fresh_option, global_options, run, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -14,12 +14,47 @@ if TYPE_CHECKING:
 HEADERS = ["NAME", "ID", "ADDRESS", "STATUS", "SERVICES", "UPTIME", "CPU", "RSS", "CALLS/S"]
 HEADERS += ["ERRORS"]
 
+#: The statuses a member can have (``mesh.MemberInfo.status``).
+STATUSES = ("alive", "suspect", "dead", "left")
+
+
+def parse_tag(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """``--tag k=v`` (repeatable) -> ``{k: v}``."""
+    tags: dict[str, str] = {}
+    for text in values:
+        key, equals, value = text.partition("=")
+        if not equals or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", ctx, param)
+        if tags.get(key, value) != value:
+            raise click.BadParameter(
+                f"{key!r} given twice, {tags[key]!r} and {value!r}", ctx, param
+            )
+        tags[key] = value
+    return tags
+
 
 @click.command()
+@click.option(
+    "--status",
+    "statuses",
+    type=click.Choice(STATUSES),
+    multiple=True,
+    help="Only members with this status; repeatable (any of them).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    metavar="KEY=VALUE",
+    multiple=True,
+    callback=parse_tag,
+    help="Only members whose record has this tag; repeatable (all of them).",
+)
 @fresh_option
 @global_options(group=False)
 @click.pass_context
-def nodes(ctx: click.Context, fresh: bool) -> None:
+def nodes(ctx: click.Context, statuses: tuple[str, ...], tags: dict[str, str], fresh: bool) -> None:
     """List the members of the mesh: address, status, services, uptime, load.
 
     meshctl does not join the mesh: it asks one node (a seed, else one that zeroconf
@@ -32,11 +67,23 @@ def nodes(ctx: click.Context, fresh: bool) -> None:
         async with mesh.Client(config) as client:
             return await client.members(fresh=fresh)
 
-    members = run(ctx, work)
+    members = [m for m in run(ctx, work) if matches(m, statuses, tags)]
     if ctx.find_root().obj.as_json:
         click.echo(to_json([m.to_json() for m in members]))
         return
-    echo_table(HEADERS, [_row(m) for m in members], right={5, 6, 7, 8, 9})
+    from cli._table import print_table, status_style
+
+    rows = [_row(m) for m in members]
+    print_table(HEADERS, rows, right={5, 6, 7, 8, 9}, styles={3: status_style})
+
+
+def matches(member: mesh.MemberInfo, statuses: tuple[str, ...], tags: dict[str, str]) -> bool:
+    """Whether ``member`` has one of ``statuses`` (any, when none) and every tag of ``tags``
+    (a member whose record is not held has no tags)."""
+    if statuses and member.status not in statuses:
+        return False
+    held = {} if member.record is None else member.record.tags
+    return all(held.get(key) == value for key, value in tags.items())
 
 
 def _row(member: mesh.MemberInfo) -> list[str]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli._common import Settings, echo_table, fresh_option, global_options, run, to_json
+from cli._common import Settings, fresh_option, global_options, run, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -35,7 +35,9 @@ def services(ctx: click.Context, fresh: bool) -> None:
     if ctx.find_root().obj.as_json:
         click.echo(to_json(listings))
         return
-    echo_table(HEADERS, [_row(s) for s in listings], right={3, 4, 5, 6, 7})
+    from cli._table import print_table
+
+    print_table(HEADERS, [_row(s) for s in listings], right={3, 4, 5, 6, 7})
 
 
 def _row(listing: dict[str, Any]) -> list[str]:

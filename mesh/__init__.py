@@ -31,7 +31,7 @@ from ._events import SYSTEM_TOPICS, Event, TopicStatistics
 from ._handshake import PeerInfo
 from ._listing import MemberInfo, MeshChange, Provider, ServiceListing
 from ._node import Node, NodeStatistics, Proxy, ProxyMethod
-from ._remote import Client
+from ._remote import Client, Ping
 from ._security import write_keypair, write_secret
 from ._services import MethodSpec, ServiceSpec, method, on_event, service, stream
 from ._stats import (
@@ -77,6 +77,7 @@ __all__ = [
     "NodeStatistics",
     "Overloaded",
     "PeerInfo",
+    "Ping",
     "ProcessStatistics",
     "ProtocolError",
     "Provider",

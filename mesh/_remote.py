@@ -18,24 +18,61 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from ._client import Outgoing, RoutedStream, Stream
 from ._config import Config
 from ._discovery import Discovery, Sighting
-from ._errors import MeshError, NoMeshFound, ProtocolError
+from ._errors import MeshError, NoMeshFound, NoProvider, ProtocolError
 from ._eventbus import Subscription
 from ._listing import MemberInfo, ServiceListing, member_from_wire, service_listings
 from ._node import Node
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN
 
-__all__ = ["Client"]
+__all__ = ["Client", "Ping"]
 
 log = logging.getLogger("mesh.client")
 
 #: Fewest seconds between two pulls of the member list while a subscription is open.
 REFRESH_LEAST = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """What :meth:`Client.ping` measured of one member: round-trip times of
+    ``$mesh.ping`` in seconds (on a connection already made), or why it did not
+    answer (``error``; ``rtts`` then holds the calls that were answered before)."""
+
+    id: str
+    name: str
+    address: str
+    rtts: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every call was answered."""
+        return self.error is None and bool(self.rtts)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"name", "id", "address", "rtt_ms": {"min", "avg", "max"} | None, "error"}``
+        (docs/cli.md, ``meshctl ping``)."""
+        rtt_ms = None
+        if self.rtts:
+            rtt_ms = {
+                "min": min(self.rtts) * 1000,
+                "avg": sum(self.rtts) / len(self.rtts) * 1000,
+                "max": max(self.rtts) * 1000,
+            }
+        return {
+            "name": self.name,
+            "id": self.id,
+            "address": self.address,
+            "rtt_ms": rtt_ms,
+            "error": self.error,
+        }
 
 
 class Client:
@@ -221,6 +258,56 @@ class Client:
         if not self._members:
             await self.members()
         return self._node.stream(target, *args, timeout=timeout, node=node, **kwargs)
+
+    async def ping(self, node: str | None = None, *, count: int = 1) -> list[Ping]:
+        """Time ``count`` ``$mesh.ping`` calls to ``node`` (a member's name or id), or to
+        every live (alive or suspect) member when None, all at once; in member-list
+        order. The connection is made first, so no handshake is timed. A member that
+        does not answer, or answers as another node, gets a :class:`Ping` with an
+        ``error``; :class:`NoProvider` when no member is called ``node``."""
+        if count < 1:
+            raise ValueError(f"count: expected 1 or more, got {count}")
+        members = await self.members()
+        if node is None:
+            chosen = [m for m in members if m.status in ("alive", "suspect")]
+        else:
+            chosen = [m for m in members if node in (m.id, m.name)]
+            live = [m for m in chosen if m.status in ("alive", "suspect")]
+            chosen = live or chosen
+            if not chosen:
+                known = ", ".join(sorted({m.name for m in members})) or "none"
+                raise NoProvider(
+                    f"no member called {node!r} is known to node {self.via}; members: {known}"
+                )
+        return list(await asyncio.gather(*(self._ping(m, count) for m in chosen)))
+
+    async def _ping(self, member: MemberInfo, count: int) -> Ping:
+        if not member.address:
+            return Ping(member.id, member.name, "", error="no record held: address unknown")
+        timeout = self.config.timings.connect_timeout
+        node = self._node
+        rtts: list[float] = []
+        try:
+            connection = await node._connection_to(member.address, time.monotonic() + timeout)
+            for _ in range(count):
+                deadline, trace_id = Outgoing.inherit(timeout)
+                began = time.perf_counter()
+                answer = await node._outgoing.call(
+                    connection, "$mesh.ping", [], {}, deadline, trace_id
+                )
+                rtt = time.perf_counter() - began
+                if not (isinstance(answer, list) and len(answer) == 2):
+                    raise ProtocolError(f"$mesh.ping: expected [id, name], got {answer!r:.80}")
+                if answer[0] != member.id:  # another process took the address over
+                    raise MeshError(
+                        f"the node at {member.address} answered as {answer[1]!r} "
+                        f"({str(answer[0])[:12]}), not as this member"
+                    )
+                rtts.append(rtt)
+        except MeshError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Ping(member.id, member.name, member.address, tuple(rtts), error)
+        return Ping(member.id, member.name, member.address, tuple(rtts))
 
     # -- events -----------------------------------------------------------------------------
 

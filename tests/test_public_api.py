@@ -21,7 +21,7 @@ def test_public_names() -> None:
         "service", "method", "stream", "current_call", "CallContext",
         "ServiceSpec", "MethodSpec", "sync", "RoutedStream",
         # the mesh as a node sees it, and a client that looks in without joining
-        "MemberInfo", "MeshChange", "Provider", "ServiceListing", "Client",
+        "MemberInfo", "MeshChange", "Provider", "ServiceListing", "Client", "Ping",
         # events
         "Event", "Subscription", "InvalidTopic", "SYSTEM_TOPICS", "on_event",
         # statistics
