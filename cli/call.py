@@ -76,9 +76,12 @@ def target_problem(target: str) -> str | None:
 
 def arguments_options(f: F) -> F:
     """``--kw``, ``--args-json`` and ``--node``: what ``call`` and ``stream`` take."""
-    f = click.option("--node", metavar="NAME", help="Call the provider of this node name (or id).")(
-        f
-    )
+    f = click.option(
+        "--node",
+        metavar="NAME",
+        shell_complete=_complete.nodes,
+        help="Call the provider of this node name (or id).",
+    )(f)
     f = click.option(
         "--args-json",
         metavar="JSON",
