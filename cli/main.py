@@ -26,6 +26,7 @@ COMMANDS = {
     "publish": "cli.events:publish",
     "subscribe": "cli.events:subscribe",
     "run": "cli.run:run_command",
+    "watch": "cli.watch:watch",
     "demo": "cli.demo:demo",
     "keygen": "cli.keygen:keygen",
 }
