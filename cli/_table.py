@@ -3,7 +3,7 @@
 ``--json`` runs and usage errors never import rich (about 20 ms). The first line is
 the header and columns are two spaces apart, so ``awk '{print $1}'`` still works; on a
 terminal the header is bold and statuses are coloured (``NO_COLOR`` turns colour off),
-piped output is plain text as wide as the table needs.
+piped output is plain text. Tables are as wide as they need: no cell is cut.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ STATUS_STYLES = {
     "left": "dim",
 }
 
-#: Wide enough for any table: piped output is not cut to 80 columns.
-_PIPE_WIDTH = 100_000
+#: Wide enough for any table: no cell is cut to fit a terminal or 80 columns.
+_WIDTH = 100_000
 
 
 def print_table(
@@ -39,9 +39,9 @@ def print_table(
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = _PIPE_WIDTH
+    # As wide as the table needs: a narrow terminal wraps lines rather than cut ids.
+    console = Console(highlight=False, width=_WIDTH)
+    piped = not console.is_terminal
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for i, header in enumerate(headers):
         table.add_column(header, justify="right" if i in right else "left", no_wrap=i == 0)
@@ -52,7 +52,12 @@ def print_table(
             style = styles[i](cell) if i in styles else None
             cells.append(Text(cell, style=style or ""))  # Text: no markup in names
         table.add_row(*cells)
-    console.print(table)
+    if piped:  # plain text: no trailing blanks from a last column left-aligned
+        with console.capture() as captured:
+            console.print(table)
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    else:
+        console.print(table)
     sys.stdout.flush()
 
 

@@ -121,6 +121,21 @@ def call_arguments(
     return values, kwargs
 
 
+def method_kind(members: list[mesh.MemberInfo], target: str) -> str | None:
+    """``unary`` or ``stream``: what the live members' records say ``target``'s method is
+    (None: no record lists it; the call says what is wrong)."""
+    head, _, method = target.rpartition(".")
+    service = head.partition("@")[0]
+    for member in members:
+        listed = None if member.record is None else member.record.service(service)
+        if listed is None or member.status not in ("alive", "suspect"):
+            continue
+        for info in listed.methods:
+            if info.name == method:
+                return str(info.kind)
+    return None
+
+
 def echo_value(value: Any, as_json: bool) -> None:
     """A result or item: as JSON, or as it is when it is a string (JSON with --json)."""
     if isinstance(value, str) and not as_json:
@@ -162,13 +177,19 @@ def call(
         return
     values, kwargs = call_arguments(target, args, args_json, keywords)
 
-    async def work(given: Settings, config: mesh.Config) -> Any:
+    async def work(given: Settings, config: mesh.Config) -> tuple[Any, bool]:
         import mesh
 
         async with mesh.Client(config) as client:
-            return await client.call(target, *values, timeout=given.timeout, node=node, **kwargs)
+            if method_kind(await client.members(), target) == "stream":
+                return None, False
+            result = await client.call(target, *values, timeout=given.timeout, node=node, **kwargs)
+            return result, True
 
-    echo_value(run(ctx, work), ctx.find_root().obj.as_json)
+    result, called = run(ctx, work)
+    if not called:
+        fail(f"{target} is a stream: use meshctl stream", USAGE)
+    echo_value(result, ctx.find_root().obj.as_json)
 
 
 # -- meshctl call - ----------------------------------------------------------------------

@@ -139,12 +139,11 @@ def show(found: dict[str, Any]) -> None:
 
     from cli._table import print_table, status_style
 
-    versions = ", ".join(found["versions"])
-    count = len(found["providers"])
+    versions = _many(len(found["versions"]), "version").rpartition(" ")[2]
     click.echo(
-        f"service {found['name']}: version{'s' if len(found['versions']) > 1 else ''} "
-        f"{versions}; {count} provider{'' if count == 1 else 's'}; "
-        f"{found['requests']} requests, {found['errors']} errors, {found['in_flight']} in flight"
+        f"service {found['name']}: {versions} {', '.join(found['versions'])}; "
+        f"{_many(len(found['providers']), 'provider')}; {_many(found['requests'], 'request')}, "
+        f"{_many(found['errors'], 'error')}, {found['in_flight']} in flight"
     )
     click.echo()
     now = time.time()
@@ -185,6 +184,11 @@ def show(found: dict[str, Any]) -> None:
         for p in method["providers"]
     ]
     print_table(LOAD_HEADERS, rows, right={2, 3, 4, 5, 6, 7})
+
+
+def _many(n: int, thing: str) -> str:
+    """``1 request``, ``2 requests``."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _count(value: int | None) -> str:

@@ -50,7 +50,8 @@ def ping(ctx: click.Context, node: str | None, count: int) -> None:
     failed = [p for p in pings if not p.ok]
     if failed:
         names = ", ".join(p.name for p in failed)
-        fail(f"{len(failed)} of {len(pings)} nodes did not answer: {names}", FAILED)
+        nodes = "node" if len(pings) == 1 else "nodes"
+        fail(f"{len(failed)} of {len(pings)} {nodes} did not answer: {names}", FAILED)
 
 
 def _table(pings: list[mesh.Ping]) -> None:

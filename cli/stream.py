@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import Settings, global_options, run
-from cli.call import arguments_options, call_arguments, echo_value
+from cli._common import USAGE, Settings, fail, global_options, run
+from cli.call import arguments_options, call_arguments, echo_value, method_kind
 
 if TYPE_CHECKING:
     import mesh
@@ -39,17 +39,21 @@ def stream(
     values, kwargs = call_arguments(target, args, args_json, keywords)
     as_json = ctx.find_root().obj.as_json
 
-    async def work(given: Settings, config: mesh.Config) -> None:
+    async def work(given: Settings, config: mesh.Config) -> bool:
         import mesh
 
         async with mesh.Client(config) as client:
+            if method_kind(await client.members(), target) == "unary":
+                return False
             items = await client.stream(target, *values, timeout=given.timeout, node=node, **kwargs)
             async with items:  # leaving it (the end, an error, Ctrl-C) stops the producer
                 async for item in items:
                     if not _echo(item, as_json):
                         break
+        return True
 
-    run(ctx, work)
+    if not run(ctx, work):
+        fail(f"{target} is not a stream: use meshctl call", USAGE)
 
 
 def _echo(item: Any, as_json: bool) -> bool:

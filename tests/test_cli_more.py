@@ -531,9 +531,13 @@ async def test_stream_errors_and_exit_codes() -> None:
         code, out, err = await meshctl("stream", "calc.nosuch", *at(calc))
         assert code == 2, err
         one_error_line(err)
+        # a unary method is for call, a stream for stream
         code, out, err = await meshctl("stream", "calc.add", "1", "2", *at(calc))
-        assert code == 1, err
-        assert "not a stream" in one_error_line(err)
+        assert code == 2, err
+        assert "not a stream: use meshctl call" in one_error_line(err)
+        code, out, err = await meshctl("call", "calc@1.count", "2", *at(calc))
+        assert code == 2, err
+        assert "is a stream: use meshctl stream" in one_error_line(err)
         for args in (["nodot"], ["calc.count", "--args-json", "{}"], ["calc.count", "--kw", "x"]):
             code, out, err = await meshctl("stream", *args, "--no-discovery")
             assert code == 2, (args, err)
@@ -625,7 +629,7 @@ async def test_ping_lists_a_node_that_does_not_answer_and_exits_1() -> None:
             # its address, or "" once the dead member's record is dropped
             assert ping["address"] in (gone["address"], "")
             assert ping["error"]
-            assert "1 of 1 nodes did not answer: gone" in one_error_line(err)
+            assert "1 of 1 node did not answer: gone" in one_error_line(err)
 
             code, out, err = await meshctl("ping", "gone", *at(calc), "--timeout", "1")
             assert code == 1
