@@ -27,6 +27,7 @@ COMMANDS = {
     "subscribe": "cli.events:subscribe",
     "run": "cli.run:run_command",
     "watch": "cli.watch:watch",
+    "bench": "cli.bench:bench",
     "demo": "cli.demo:demo",
     "keygen": "cli.keygen:keygen",
 }
