@@ -28,6 +28,7 @@ COMMANDS = {
     "run": "cli.run:run_command",
     "watch": "cli.watch:watch",
     "bench": "cli.bench:bench",
+    "doctor": "cli.doctor:doctor",
     "demo": "cli.demo:demo",
     "keygen": "cli.keygen:keygen",
 }
