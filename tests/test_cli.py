@@ -1,60 +1,183 @@
-"""meshctl as a user runs it: real processes, real output."""
+"""meshctl as a user runs it: real processes, real output (``meshctl demo``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
+#: ``meshctl demo`` must run end to end within this (it takes about 2 s alone).
+DEMO_SECONDS = 20
 
 
-@pytest.mark.timeout(60)
-def test_demo_starts_lists_and_stops_a_local_mesh() -> None:
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``meshctl demo`` with no MESH_* setting of the test run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    started = time.monotonic()
     result = subprocess.run(
-        [MESHCTL, "demo", "--nodes", "3", "--json"],
+        [MESHCTL, "demo", *args],
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=DEMO_SECONDS,
         check=False,
+        env=env,
     )
-    assert result.returncode == 0, result.stderr
-    listing = json.loads(result.stdout)
-    assert listing["mesh"].startswith("demo-")
-    nodes = listing["nodes"]
-    assert [n["name"] for n in nodes] == ["demo-1", "demo-2", "demo-3"]
-    assert len({n["id"] for n in nodes}) == 3
-    assert all(n["address"].startswith("tcp://127.0.0.1:") for n in nodes)
-    assert all(n["protocol"] == 1 for n in nodes)
-    assert [n["services"] for n in nodes] == [{"calc": "1.0.0"}, {"echo": "0.0.0"}, {}]
-    # the listing is the gossiped one, read through the first node
-    assert listing["via"] == nodes[0]["address"]
-    assert [n["status"] for n in nodes] == ["alive"] * 3
-    assert all(n["rss_bytes"] > 0 and n["uptime"] > 0 for n in nodes)
-    calls = {c["target"]: c for c in listing["calls"]}
-    assert calls["calc.add"]["result"] == 5
-    assert calls["echo.say"]["result"] == "hello, mesh"
-    assert calls["calc.div"]["error"]["type"] == "RemoteError"
-    assert calls["calc.slow"]["error"]["type"] == "CallTimeout"
-    assert listing["stream"]["items"] == [0, 1, 2, 3, 4]
-    assert listing["left_cleanly"] == 3
+    assert time.monotonic() - started < DEMO_SECONDS
+    return result
+
+
+def processes_of(mesh_name: str) -> list[int]:
+    """PIDs of processes that run with MESH_NAME=``mesh_name`` (the demo's nodes)."""
+    wanted = f"MESH_NAME={mesh_name}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if wanted in environ:
+            found.append(int(entry))
+    return found
+
+
+def assert_none_left(mesh_name: str) -> None:
+    assert mesh_name.startswith("demo-")
+    assert processes_of(mesh_name) == []
 
 
 @pytest.mark.timeout(60)
-def test_demo_table_for_people() -> None:
-    result = subprocess.run(
-        [MESHCTL, "demo", "--nodes", "2"], capture_output=True, text=True, timeout=50, check=False
-    )
+def test_demo_starts_lists_calls_follows_and_stops_a_local_mesh() -> None:
+    result = demo("--json")
     assert result.returncode == 0, result.stderr
-    assert "NAME" in result.stdout
-    assert "listed by gossip through tcp://127.0.0.1:" in result.stdout
-    assert [line.split()[3] for line in result.stdout.splitlines() if line.startswith("demo-")] == [
-        "alive",
-        "alive",
+    listing: dict[str, Any] = json.loads(result.stdout)
+    assert_none_left(listing["mesh"])
+    assert listing["left_cleanly"] == 4
+    assert 0 < listing["seconds"] < DEMO_SECONDS
+    nodes = listing["nodes"]
+    assert [n["name"] for n in nodes] == ["calc-1", "clock-1", "echo-1", "kv-1"]
+    assert len({n["id"] for n in nodes}) == 4
+    assert all(n["address"].startswith("tcp://127.0.0.1:") for n in nodes)
+    assert all(n["protocol"] == 1 for n in nodes)
+    assert [n["services"] for n in nodes] == [
+        {"calc": "1.0.0"}, {"clock": "1.0.0"}, {"echo": "0.0.0"}, {"kv": "1.0.0"},
+    ]  # fmt: skip
+    # the listing is the gossiped one, read through the first node
+    assert listing["via"] == nodes[0]["address"]
+    assert [n["status"] for n in nodes] == ["alive"] * 4
+    assert all(n["rss_bytes"] > 0 and n["uptime"] >= 0 for n in nodes)
+    assert [s["name"] for s in listing["services"]] == ["calc", "clock", "echo", "kv"]
+    assert [p["node"] for p in listing["services"][3]["providers"]] == ["kv-1"]
+
+    calls = {(c["target"], json.dumps(c["args"])): c for c in listing["calls"]}
+    assert calls["calc.add", "[2, 3]"]["result"] == 5
+    assert calls["echo.say", '["hello, mesh"]']["result"] == "hello, mesh"
+    assert calls["calc.div", "[1, 0]"]["error"]["type"] == "RemoteError"
+    assert calls["calc.slow", "[5]"]["error"]["type"] == "CallTimeout"
+    assert calls["kv.get", '["greeting"]']["result"] == "hello"
+    assert calls["kv.keys", "[]"]["result"] == ["greeting", "visits"]
+    assert calls["kv.delete", '["visits"]']["result"] is True
+    assert isinstance(calls["clock.now", "[]"]["result"], float)
+    assert listing["stream"]["items"] == [0, 1, 2, 3, 4]
+
+    events = listing["events"]
+    changes = [e["data"] for e in events if e["topic"] == "kv.changed"]
+    assert changes == [
+        {"key": "greeting", "op": "set", "value": "hello"},
+        {"key": "visits", "op": "set", "value": 1},
+        {"key": "visits", "op": "delete", "value": None},
     ]
-    assert "calc.add(2, 3) = 5" in result.stdout
-    assert "stream calc.count(5): 0 1 2 3 4" in result.stdout
-    assert "all 2 nodes left cleanly" in result.stdout
+    ticks = [e for e in events if e["topic"] == "clock.tick"]
+    assert len(ticks) == 3
+    assert {e["publisher_name"] for e in ticks} == {"clock-1"}
+    numbers = [e["data"]["n"] for e in ticks]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+    assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
+
+
+@pytest.mark.timeout(60)
+def test_demo_for_people_prints_the_nodes_and_services_tables() -> None:
+    result = demo("--nodes", "5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    mesh_name = out.split()[1].rstrip(":")
+    assert_none_left(mesh_name)
+    assert "5 nodes on 127.0.0.1, listed by gossip through tcp://127.0.0.1:" in out
+    lines = out.splitlines()
+    # meshctl nodes and meshctl services, as they print
+    nodes_at = next(i for i, line in enumerate(lines) if line.startswith("$ meshctl nodes --seed"))
+    assert f"--mesh {mesh_name}" in lines[nodes_at]
+    assert lines[nodes_at + 1].split()[:5] == ["NAME", "ID", "ADDRESS", "STATUS", "SERVICES"]
+    rows = {line.split()[0]: line.split() for line in lines[nodes_at + 2 : nodes_at + 7]}
+    assert set(rows) == {"calc-1", "clock-1", "echo-1", "kv-1", "plain-1"}
+    assert all(row[3] == "alive" for row in rows.values())
+    assert rows["plain-1"][4] == "-"
+    services_at = lines.index(next(line for line in lines if line.startswith("$ meshctl services")))
+    assert lines[services_at + 1].split()[:3] == ["NAME", "VERSIONS", "PROVIDERS"]
+    assert [line.split()[0] for line in lines[services_at + 2 : services_at + 6]] == [
+        "calc", "clock", "echo", "kv",
+    ]  # fmt: skip
+
+    assert "calc.add(2, 3) = 5" in out
+    assert "calc.slow(5) -> CallTimeout" in out
+    assert "kv.get('greeting') = 'hello'" in out
+    assert "stream calc.count(5): 0 1 2 3 4" in out
+    assert 'kv.changed kv-1 {"key": "greeting", "op": "set", "value": "hello"}' in out
+    assert out.count(" clock.tick clock-1 {") == 3
+    assert "all 5 nodes left cleanly (exit 0 after SIGTERM); the demo took" in out
+
+
+@pytest.mark.timeout(60)
+def test_demo_keep_runs_until_interrupted_and_says_what_to_try() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    proc = subprocess.Popen(
+        [MESHCTL, "demo", "--keep", "--json", "--nodes", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    mesh_name = ""
+    try:
+        assert proc.stdout is not None
+        running = json.loads(proc.stdout.readline())
+        mesh_name = running["mesh"]
+        assert [n["name"] for n in running["nodes"]] == ["calc-1", "echo-1", "kv-1"]
+        seed = running["via"]
+        tries = running["try"]
+        assert f"meshctl nodes --seed {seed} --mesh {mesh_name}" in tries
+        assert all(t.endswith(f"--seed {seed} --mesh {mesh_name}") for t in tries)
+        assert len(processes_of(mesh_name)) == 3
+        # the commands it suggests work on the mesh while it runs
+        get = next(t for t in tries if " kv.get " in t).split()
+        assert get[:4] == ["meshctl", "call", "kv.get", "colour"]
+        asked = subprocess.run(
+            [MESHCTL, "call", "kv.get", "greeting", *get[4:], "--json"],
+            capture_output=True,
+            text=True,
+            timeout=DEMO_SECONDS,
+            check=False,
+            env=env,
+        )
+        assert asked.returncode == 0, asked.stderr
+        assert json.loads(asked.stdout) == "hello"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, errors = proc.communicate(timeout=DEMO_SECONDS)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, errors
+    assert json.loads(rest)["left_cleanly"] == 3
+    assert_none_left(mesh_name)
