@@ -281,7 +281,7 @@ def _report(result: Result) -> None:
             n = bucket["count"]
             bar = "█" * math.ceil(BAR * n / top) if n else ""
             share = 100 * n / len(result.latencies)
-            click.echo(f"  {label:>{width}}  {n:>{digits}}  {share:5.1f}%  {bar}")
+            click.echo(f"  {label:>{width}}  {n:>{digits}}  {share:5.1f}%  {bar}".rstrip())
     if failed:
         click.echo("\nerrors:")
         for code, count in sorted(result.errors.items(), key=lambda item: -item[1]):

@@ -491,14 +491,12 @@ def _quick(config: mesh.Config, wait: float) -> mesh.Config:
 
 
 def _listing(members: list[mesh.MemberInfo]) -> str:
-    alive = [m.name for m in members if m.status == "alive"]
-    others = len(members) - len(alive)
-    text = f"it lists {_count(len(members), 'member')}"
-    if alive:
-        text += f", alive: {', '.join(alive)}"
-    if others:
-        text += f" ({others} not alive)"
-    return text
+    """``it lists 3 members: alive calc-1, echo-1; left plain-1``."""
+    by_status: dict[str, list[str]] = {}
+    for m in members:
+        by_status.setdefault(m.status, []).append(m.name)
+    groups = "; ".join(f"{status} {', '.join(names)}" for status, names in by_status.items())
+    return f"it lists {_count(len(members), 'member')}: {groups}"
 
 
 def _count(n: int, word: str) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli._common import Settings, echo_table, fresh_option, global_options, run, settings, to_json
+from cli._table import STATUS_STYLES
 from cli.nodes import duration, size
 from cli.services import latency
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     import mesh
-
-STATUS_STYLES = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 
 
 @dataclass
