@@ -130,8 +130,9 @@ def _import(spec: Spec, debug: bool) -> ModuleType:
 
 @click.command("run")
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
-@click.option("--name", metavar="NAME", help="This node's name [env MESH_NODE_NAME; default: "
-              "the host name].")  # fmt: skip
+@click.option(
+    "--name", metavar="NAME", help="This node's name [env MESH_NODE_NAME; default: the host name]."
+)
 @click.option("--host", metavar="HOST", help="Address to bind [env MESH_HOST; default: 127.0.0.1].")
 @click.option(
     "--port",

@@ -10,6 +10,7 @@ list first, then the seeds and zeroconf as at the start.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -183,7 +184,13 @@ def watch(ctx: click.Context, interval: float, count: int | None, fresh: bool) -
                     if refreshes:
                         await asyncio.sleep(interval - (loop.time() - started))
                     started = loop.time()
-                    show.update(await watcher.pull(fresh))
+                    snapshot = await watcher.pull(fresh)
+                    try:
+                        show.update(snapshot)
+                    except BrokenPipeError:  # `| head`: no one reads any more
+                        # Python flushes stdout once more at exit: point it at nothing.
+                        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                        return
                     refreshes += 1
         except asyncio.CancelledError:
             if not interrupted:
