@@ -17,11 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-import mesh
+if TYPE_CHECKING:
+    import mesh
+
 
 READY_TIMEOUT = 20.0
 #: The node programs the demo runs, in order (and the names of their nodes); more
@@ -173,6 +175,8 @@ async def _tour(mesh_name: str, seed: str, names: list[str], as_json: bool) -> d
     """Look in as meshctl does (a :class:`mesh.Client` through the first node, which
     never joins): wait until gossip lists every node with its stats, list nodes and
     services, make some calls, read a stream, and show the events they caused."""
+    import mesh  # the slow import of a meshctl run, only when it runs (cli/main.py)
+
     say = _quiet if as_json else click.echo
     config = mesh.Config(mesh=mesh_name, profile="local", seeds=(seed,), discovery=False)
     started = time.perf_counter()
@@ -328,6 +332,8 @@ def _node_row(member: mesh.MemberInfo) -> dict[str, Any]:
 async def _call(
     client: mesh.Client, target: str, *args: Any, timeout: float = 5.0
 ) -> dict[str, Any]:
+    import mesh
+
     started = time.perf_counter()
     row: dict[str, Any] = {"target": target, "args": list(args)}
     try:

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-import mesh
-
 
 @click.command()
 @click.option(
@@ -34,6 +32,8 @@ def keygen(secret_file: Path | None, keys_dir: Path | None, force: bool, as_json
     """
     if (secret_file is None) == (keys_dir is None):
         raise click.UsageError("give exactly one of --secret-file or --keys-dir")
+    import mesh  # only when the command runs: meshctl --help needs none of it
+
     try:
         if secret_file is not None:
             path = mesh.write_secret(secret_file, force=force)

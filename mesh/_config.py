@@ -7,7 +7,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -318,6 +318,10 @@ class Config:
     secret_file: Path | None = None
     #: Directory holding this node's keypair and the allowed public keys.
     keys_dir: Path | None = None
+    #: Free labels listed in this node's catalog record (``meshctl nodes --tag k=v``):
+    #: a mapping, kept as sorted ``(key, value)`` pairs; at most 64, keys 1 to 63
+    #: printable characters, values up to 256.
+    tags: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -385,6 +389,36 @@ class Config:
         return cls(**values)
 
 
+def _tags(label: str, value: object) -> tuple[tuple[str, str], ...]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    if isinstance(pairs, str) or not isinstance(pairs, Iterable):
+        raise ConfigError(f"{label}: expected a mapping of tag names to values, got {value!r}")
+    checked: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise ConfigError(f"{label}: expected (name, value) pairs, got {pair!r}")
+        key, text = pair
+        if not (isinstance(key, str) and 1 <= len(key) <= 63 and key.isprintable()):
+            raise ConfigError(f"{label}: a tag name is 1 to 63 printable characters, got {key!r}")
+        if not (isinstance(text, str) and len(text) <= 256):
+            raise ConfigError(f"{label}: tag {key!r}: a value is text of at most 256 characters")
+        checked[key] = text
+    if len(checked) > 64:
+        raise ConfigError(f"{label}: at most 64 tags, got {len(checked)}")
+    return tuple(sorted(checked.items()))
+
+
+def _split_tags(raw: str) -> list[tuple[str, str]]:
+    """``zone=eu-1,rack=7`` -> pairs."""
+    pairs = []
+    for item in (t for t in re.split(r"[,\s]+", raw) if t):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"expected name=value, got {item!r}")
+        pairs.append((key, value))
+    return pairs
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _node_name,
     "mesh": _mesh_name,
@@ -403,6 +437,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "limits": _pass,
     "secret_file": _optional_path,
     "keys_dir": _optional_path,
+    "tags": _tags,
 }
 
 
@@ -441,6 +476,7 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_WORKERS": ("workers", _int),
     "MESH_SECRET_FILE": ("secret_file", str),
     "MESH_KEYS_DIR": ("keys_dir", str),
+    "MESH_TAGS": ("tags", _split_tags),
     "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),
     "MESH_MAX_CALLS_PER_PEER": ("limits.max_calls_per_peer", _int),
 }

@@ -602,6 +602,7 @@ class Node(AsyncResource):
             self.mesh,
             addresses=addresses,
             protocol=(PROTOCOL_MIN, PROTOCOL_MAX),
+            tags=dict(self.config.tags),
             public_key=None if key is None else z85_encode(key),
             services=services_from(self._services),
             topics=tuple(self._events.topics()[:MAX_LISTED_TOPICS]),

@@ -10,7 +10,6 @@ keep answering while it runs. Each test makes a mesh of its own and ends every p
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -78,17 +77,6 @@ class Text:
         for i in range(n):
             yield i
         raise RuntimeError("broken on purpose")
-
-
-class TaggedNode(Node):
-    """A node whose record carries tags (no setting gives a node tags yet)."""
-
-    def __init__(self, tags: dict[str, str], **settings: Any) -> None:
-        super().__init__(**settings)
-        self._tags = tags
-
-    def listing(self) -> Any:
-        return dataclasses.replace(super().listing(), tags=self._tags)
 
 
 def _env() -> dict[str, str]:
@@ -176,7 +164,7 @@ async def mesh_of(*names: str) -> AsyncIterator[dict[str, Node]]:
                 "seeds": () if first is None else (first.address,),
             }
             if name == "echo":
-                node: Node = TaggedNode({"zone": "eu-1", "role": "edge"}, **settings)
+                node = Node(tags={"zone": "eu-1", "role": "edge"}, **settings)
                 node.add_service(say, name="echo.say")
                 node.add_service(shout, name="echo.shout")
             else:

@@ -88,6 +88,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_WORKERS": "4",
         "MESH_SECRET_FILE": str(tmp_path / "secret"),
         "MESH_KEYS_DIR": str(tmp_path / "keys"),
+        "MESH_TAGS": "zone=eu-1, rack=7",
         "MESH_MAX_MESSAGE_SIZE": "1048576",
         "MESH_MAX_CALLS_PER_PEER": "50",
     }
@@ -108,8 +109,27 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         workers=4,
         secret_file=tmp_path / "secret",
         keys_dir=tmp_path / "keys",
+        tags={"zone": "eu-1", "rack": "7"},  # type: ignore[arg-type]
         limits=Limits(max_message_size=1048576, max_calls_per_peer=50),
     )
+
+
+def test_tags_are_checked_and_listed_in_the_record() -> None:
+    from mesh import Node
+
+    config = Config(tags={"zone": "eu-1", "rack": "7"})  # type: ignore[arg-type]
+    assert config.tags == (("rack", "7"), ("zone", "eu-1"))
+    assert dict(Node(config).listing().tags) == {"zone": "eu-1", "rack": "7"}
+    for bad, match in [
+        ({"": "x"}, "tag name"),
+        ({"k": "x" * 257}, "at most 256"),
+        ({f"k{i}": "" for i in range(65)}, "at most 64"),
+        ("zone=eu", "mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            Config(tags=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="MESH_TAGS: expected name=value"):
+        Config.from_env({"MESH_TAGS": "zone"})
 
 
 def test_discovery_runs_on_the_chosen_interfaces_else_loopback() -> None:
