@@ -1,5 +1,7 @@
 """mesh: a brokerless service mesh for Python on ZeroMQ."""
 
+import logging
+
 from . import sync
 from ._client import RoutedStream, Stream
 from ._config import ENV_VARS, PROFILES, Config, Limits, MembershipSettings, Timings
@@ -43,6 +45,11 @@ from ._stats import (
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN, TypeRegistry, register_type
 
 __version__ = "0.1.0"
+
+# A library logs and lets the application decide where it goes: without this, Python's
+# last-resort handler would print mesh's warnings on stderr of every program (meshctl's
+# one-line errors got a second line).
+logging.getLogger("mesh").addHandler(logging.NullHandler())
 
 __all__ = [
     "ENV_VARS",

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from cli.call import parse_keyword, parse_value
+from mesh import write_secret
 from tests.programs import node_env, node_program, read_line
 
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
@@ -295,3 +296,29 @@ def test_argument_and_keyword_parsing() -> None:
     assert parse_keyword("b=2") == ("b", 2)
     assert parse_keyword("s=a=b") == ("s", "a=b")
     assert parse_keyword("s=") == ("s", "")
+
+
+def test_a_wrong_secret_says_so_in_one_line(tmp_path: Path) -> None:
+    """A mesh with a shared secret, and meshctl holding another one (or none): one clear
+    line, no mesh found (exit 5), nothing hangs."""
+    secret = write_secret(tmp_path / "mesh.secret")
+    other = write_secret(tmp_path / "other.secret")
+    env = node_env(
+        MESH_NAME=f"sec-{secrets.token_hex(4)}",
+        MESH_NODE_NAME="calc",
+        MESH_SECRET_FILE=str(secret),
+    )
+    with node_program("nodes.calc", env) as calc:
+        seed = read_line(calc)["address"]
+        where = ["--seed", seed, "--mesh", env["MESH_NAME"], "--no-discovery", "--timeout", "1"]
+        right = meshctl("nodes", "--json", *where, "--secret-file", str(secret))
+        assert right.returncode == 0, right.stderr
+        assert [m["name"] for m in json.loads(right.stdout)] == ["calc"]
+        for given in (["--secret-file", str(other)], []):
+            started = time.monotonic()
+            result = meshctl("nodes", *where, *given)
+            assert result.returncode == 5, result
+            line = one_error_line(result)
+            assert seed in line
+            assert "secret" in line or "handshake" in line or "security" in line, line
+            assert time.monotonic() - started < 10
