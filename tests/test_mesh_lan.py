@@ -319,6 +319,18 @@ def test_zeroconf_alone_builds_the_mesh_and_calls_cross_hosts(cluster: Cluster) 
         assert sorted(p["node"] for p in calc["providers"]) == ["h4", "h5"]
         called = host.run([meshctl, "call", "calc.add", "2", "3", "--json", *where], timeout=20)
         assert (called.returncode, called.stdout.strip()) == (0, "5"), called.stderr
+        inspected = host.run([meshctl, "inspect", "calc", "--json", *where], timeout=20)
+        assert inspected.returncode == 0, inspected.stderr
+        assert {"add", "where", "slow"} <= {
+            m["name"] for m in json.loads(inspected.stdout)["methods"]
+        }
+        pinged = host.run([meshctl, "ping", "--json", *where], timeout=20)
+        assert pinged.returncode == 0, pinged.stderr
+        rtts = {p["name"]: p["rtt_ms"] for p in json.loads(pinged.stdout)}
+        assert sorted(rtts) == [h.name for h in cluster.lan.hosts]
+        assert all(r is not None and 0 < r["min"] <= r["max"] < 1000 for r in rtts.values())
+        published = host.run([meshctl, "publish", "lan.note", "1", "--json", *where], timeout=20)
+        assert published.returncode == 0, published.stderr
 
 
 @pytest.mark.timeout(90)
