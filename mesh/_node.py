@@ -71,7 +71,7 @@ from ._listing import (
 from ._membership import Change, Member, Membership, MemberStatistics
 from ._resource import AsyncResource
 from ._security import Security
-from ._server import Credit, Dispatcher
+from ._server import Credit, Dispatcher, WorkerStatus
 from ._services import EventHandlerSpec, MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import ProcessStatistics, ServiceStatistics, process_statistics
 from ._transport import MonitorEvent, Pump, Subscriber, Transport
@@ -325,6 +325,11 @@ class Node(AsyncResource):
             discovery=self._discovery.statistics if self._discovery else None,
             events=self._events.statistics(),
         )
+
+    def worker_status(self) -> WorkerStatus:
+        """What this node's workers do now: the pool's threads (busy ones with the call
+        they run, since when, and whether its caller gave up) and the handler tasks."""
+        return self._dispatcher.worker_status()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -1152,6 +1157,8 @@ class Node(AsyncResource):
                 self._spawn(self._members_later(routing_id, call.call_id, asked), "fresh members")
             else:
                 self._reply_members(routing_id, call.call_id)
+        elif call.target == "$mesh.status":
+            self._reply(routing_id, Reply(call.call_id, self.worker_status().to_json()))
         elif call.target == "$mesh.ping":
             self._reply(routing_id, Reply(call.call_id, [self.id, self.name]))
         elif call.target == "$mesh.publish":

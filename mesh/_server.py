@@ -15,15 +15,25 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import itertools
 import operator
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
 from ._context import CallContext, _current
 from ._deadlines import DeadlineQueue
-from ._errors import CallTimeout, MeshError, NoProvider, Overloaded, UnknownMethod
+from ._errors import (
+    CallTimeout,
+    MeshError,
+    NoProvider,
+    Overloaded,
+    ProtocolError,
+    UnknownMethod,
+)
 from ._services import MethodSpec, ServiceRegistry, ServiceSpec
 from ._stats import MethodStats, ServiceStatistics
 
@@ -170,14 +180,99 @@ class _Deadline:
         self._handle = None
 
 
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """One handler running now: the call (``service.method``), who made it, since when
+    (wall clock, seconds since the epoch), and ``abandoned`` for a sync handler whose
+    caller gave up (deadline or cancel) while its thread still runs it."""
+
+    call: str
+    caller: str
+    trace_id: str
+    since: float
+    abandoned: bool = False
+    #: The pool thread running it (sync handlers), else "" (a task on the loop).
+    thread: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call": self.call,
+            "caller": self.caller,
+            "trace_id": self.trace_id,
+            "since": self.since,
+            "abandoned": self.abandoned,
+            "thread": self.thread,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Worker:
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"a worker is a map, got {obj!r:.80}")
+        try:
+            return cls(
+                str(obj["call"]),
+                str(obj["caller"]),
+                str(obj["trace_id"]),
+                float(obj["since"]),
+                bool(obj["abandoned"]),
+                str(obj["thread"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"a worker: {exc!r:.80}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """What a node's workers do now: the thread pool's ``pool_size`` slots, of which
+    ``threads`` are busy (sync handlers, abandoned ones included), and the handler tasks
+    on the event loop (coroutines and async streams)."""
+
+    pool_size: int
+    threads: tuple[Worker, ...]
+    tasks: tuple[Worker, ...]
+
+    @property
+    def pool_free(self) -> int:
+        return max(0, self.pool_size - len(self.threads))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"pool_size", "pool_busy", "pool_free", "threads": [worker], "tasks": [worker]}``."""
+        return {
+            "pool_size": self.pool_size,
+            "pool_busy": len(self.threads),
+            "pool_free": self.pool_free,
+            "threads": [w.to_json() for w in self.threads],
+            "tasks": [w.to_json() for w in self.tasks],
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> WorkerStatus:
+        if not isinstance(obj, dict) or not isinstance(obj.get("pool_size"), int):
+            raise ProtocolError(f"a worker status is a map with pool_size, got {obj!r:.80}")
+        threads, tasks = obj.get("threads", []), obj.get("tasks", [])
+        if not isinstance(threads, list) or not isinstance(tasks, list):
+            raise ProtocolError("a worker status lists threads and tasks")
+        return cls(
+            obj["pool_size"],
+            tuple(Worker.from_json(w) for w in threads),
+            tuple(Worker.from_json(w) for w in tasks),
+        )
+
+
 class Dispatcher:
     """The handlers of one node's services, run within limits and counted."""
 
     def __init__(self, registry: ServiceRegistry, workers: int) -> None:
         self.registry = registry
+        self._pool_size = workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="mesh-worker"
         )
+        # What runs now (for worker_status()): handler tasks on the loop by a key of
+        # their own, and pool threads by name (written from the threads themselves).
+        self._tasks: dict[int, tuple[CallContext, float]] = {}
+        self._threads: dict[str, tuple[CallContext, float]] = {}
+        self._task_keys = itertools.count()
         self._limiters: dict[str, _Limiter] = {}
         self._stats: dict[tuple[str, str], MethodStats] = {}
         #: Sync handlers still running after their caller gave up.
@@ -226,6 +321,26 @@ class Dispatcher:
         """Run a stream handler, calling ``emit(item)`` as credit allows."""
         await self._accounted(
             spec, context, lambda: self._run_stream(spec, context, args, kwargs, credit, emit)
+        )
+
+    def worker_status(self) -> WorkerStatus:
+        """What the pool threads and the handler tasks run now (a snapshot)."""
+
+        def worker(context: CallContext, since: float, thread: str = "") -> Worker:
+            return Worker(
+                f"{context.service}.{context.method}",
+                context.caller,
+                context.trace_id,
+                since,
+                abandoned=bool(thread) and context.cancelled,
+                thread=thread,
+            )
+
+        threads = self._threads.copy()  # written by the threads: copy first (atomic)
+        return WorkerStatus(
+            self._pool_size,
+            tuple(worker(c, t, name) for name, (c, t) in sorted(threads.items())),
+            tuple(worker(c, t) for c, t in self._tasks.values()),
         )
 
     def forget(self, service: str) -> None:
@@ -318,9 +433,12 @@ class Dispatcher:
     ) -> Any:
         if spec.kind == "coroutine":
             token = _current.set(context)
+            key = next(self._task_keys)
+            self._tasks[key] = (context, time.time())
             try:
                 return await spec.handler(*args, **kwargs)
             finally:
+                del self._tasks[key]
                 _current.reset(token)
         return await self._in_pool(context, functools.partial(spec.handler, *args, **kwargs))
 
@@ -328,8 +446,18 @@ class Dispatcher:
         """Run ``fn`` on the worker pool with ``current_call()`` set; abandon it if cancelled."""
         ctx = contextvars.copy_context()
         ctx.run(_current.set, context)
+        threads = self._threads
+
+        def job() -> Any:
+            name = threading.current_thread().name
+            threads[name] = (context, time.time())
+            try:
+                return ctx.run(fn)
+            finally:
+                del threads[name]
+
         try:
-            work = self._pool.submit(ctx.run, fn)
+            work = self._pool.submit(job)
         except RuntimeError:  # the pool is shut down: the node is closing
             raise MeshError("node is closing") from None
         try:
@@ -355,12 +483,15 @@ class Dispatcher:
     ) -> None:
         if spec.kind == "async_stream":
             token = _current.set(context)
+            key = next(self._task_keys)
+            self._tasks[key] = (context, time.time())
             items = spec.handler(*args, **kwargs)
             try:
                 async for item in items:
                     await credit.take()
                     emit(item)
             finally:
+                del self._tasks[key]
                 await items.aclose()
                 _current.reset(token)
             return
