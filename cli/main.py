@@ -23,6 +23,7 @@ COMMANDS = {
     "call": "cli.call:call",
     "stream": "cli.stream:stream",
     "ping": "cli.ping:ping",
+    "status": "cli.status:status",
     "publish": "cli.events:publish",
     "subscribe": "cli.events:subscribe",
     "run": "cli.run:run_command",

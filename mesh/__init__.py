@@ -35,6 +35,7 @@ from ._listing import MemberInfo, MeshChange, Provider, ServiceListing
 from ._node import Node, NodeStatistics, Proxy, ProxyMethod
 from ._remote import Client, Ping
 from ._security import write_keypair, write_secret
+from ._server import Worker, WorkerStatus
 from ._services import MethodSpec, ServiceSpec, method, on_event, service, stream
 from ._stats import (
     HistogramSnapshot,
@@ -105,6 +106,8 @@ __all__ = [
     "TypeRegistry",
     "Unavailable",
     "UnknownMethod",
+    "Worker",
+    "WorkerStatus",
     "WrongMesh",
     "__version__",
     "current_call",

@@ -29,6 +29,7 @@ from ._errors import MeshError, NoMeshFound, NoProvider, ProtocolError
 from ._eventbus import Subscription
 from ._listing import MemberInfo, ServiceListing, member_from_wire, service_listings
 from ._node import Node
+from ._server import WorkerStatus
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN
 
 __all__ = ["Client", "Ping"]
@@ -310,6 +311,27 @@ class Client:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return Ping(member.id, member.name, member.address, tuple(rtts), error)
         return Ping(member.id, member.name, member.address, tuple(rtts))
+
+    async def status(self, node: str) -> tuple[MemberInfo, WorkerStatus]:
+        """What the workers of member ``node`` (a name or id) do now (``$mesh.status``):
+        its pool threads, busy ones with their calls, and its handler tasks.
+        :class:`NoProvider` when no live member is called ``node``."""
+        members = await self.members()
+        chosen = [
+            m for m in members if node in (m.id, m.name) and m.status in ("alive", "suspect")
+        ]
+        if not chosen:
+            known = ", ".join(sorted({m.name for m in members})) or "none"
+            raise NoProvider(
+                f"no live member called {node!r} is known to node {self.via}; members: {known}"
+            )
+        member = chosen[0]
+        if not member.address:
+            raise MeshError(f"member {member.name!r}: no record held yet, address unknown")
+        wire = await self._ask(
+            member.address, "$mesh.status", [], self.config.timings.connect_timeout
+        )
+        return member, WorkerStatus.from_json(wire)
 
     # -- events -----------------------------------------------------------------------------
 

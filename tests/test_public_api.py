@@ -25,7 +25,7 @@ def test_public_names() -> None:
         # events
         "Event", "Subscription", "InvalidTopic", "SYSTEM_TOPICS", "on_event",
         # statistics
-        "EventStatistics", "TopicStatistics",
+        "EventStatistics", "TopicStatistics", "Worker", "WorkerStatus",
         "ServiceStatistics", "MethodStatistics", "HistogramSnapshot", "ProcessStatistics",
         # the wire
         "PROTOCOL_MAX", "PROTOCOL_MIN", "TypeRegistry", "register_type",
