@@ -1335,6 +1335,10 @@ class Node(AsyncResource):
             def done(_: object, address: str = address, pending: Any = pending) -> None:
                 if self._connecting.get(address) is pending:
                     del self._connecting[address]
+                if not pending.cancelled():
+                    # Mark the error seen: every waiter may have gone (a node closing
+                    # while a seed's handshake runs), and asyncio would log it as lost.
+                    pending.exception()
 
             pending.add_done_callback(done)
         return await asyncio.shield(pending)
