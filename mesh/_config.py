@@ -130,6 +130,19 @@ def _optional_path(label: str, value: object) -> Path | None:
     return Path(value)
 
 
+def _jobs_db(label: str, value: object) -> Path | None:
+    if value == ":memory:":
+        return Path(":memory:")
+    return _optional_path(label, value)
+
+
+def _synchronous(label: str, value: object) -> str:
+    text = _string(label, value).upper()
+    if text not in ("FULL", "NORMAL"):
+        raise ConfigError(f"{label}: expected FULL or NORMAL, got {value!r}")
+    return text
+
+
 def _pass(label: str, value: T) -> T:
     return value
 
@@ -322,6 +335,22 @@ class Config:
     #: a mapping, kept as sorted ``(key, value)`` pairs; at most 64, keys 1 to 63
     #: printable characters, values up to 256.
     tags: tuple[tuple[str, str], ...] = ()
+    #: Durable queues (docs/guide-service-bus.md): the node's job database (sqlite,
+    #: its outbox, inbox and dead letters); None: this node neither enqueues nor runs
+    #: jobs. ``":memory:"`` keeps nothing after the process (tests only).
+    jobs_db: Path | None = None
+    #: sqlite ``synchronous`` of the job database: ``FULL`` (an fsync per commit: a
+    #: stored job survives a power cut) or ``NORMAL`` (survives a crash of the process).
+    jobs_synchronous: str = "FULL"
+    #: Seconds a provider holds a handed-off job without answering its sender before
+    #: the sender hands it to another provider (renewed every third of it).
+    jobs_lease: float = 30.0
+    #: Jobs one node runs at once.
+    jobs_concurrency: int = 16
+    #: The idempotency window: the last ``jobs_dedup_keys`` jobs done or dead, none
+    #: older than ``jobs_dedup_window`` seconds.
+    jobs_dedup_keys: int = 100_000
+    jobs_dedup_window: float = 86_400.0
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -438,6 +467,12 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "secret_file": _optional_path,
     "keys_dir": _optional_path,
     "tags": _tags,
+    "jobs_db": _jobs_db,
+    "jobs_synchronous": _synchronous,
+    "jobs_lease": _positive_float,
+    "jobs_concurrency": _positive_int,
+    "jobs_dedup_keys": _positive_int,
+    "jobs_dedup_window": _positive_float,
 }
 
 
@@ -477,6 +512,10 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_SECRET_FILE": ("secret_file", str),
     "MESH_KEYS_DIR": ("keys_dir", str),
     "MESH_TAGS": ("tags", _split_tags),
+    "MESH_JOBS_DB": ("jobs_db", str),
+    "MESH_JOBS_SYNCHRONOUS": ("jobs_synchronous", str),
+    "MESH_JOBS_LEASE": ("jobs_lease", float),
+    "MESH_JOBS_CONCURRENCY": ("jobs_concurrency", _int),
     "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),
     "MESH_MAX_CALLS_PER_PEER": ("limits.max_calls_per_peer", _int),
 }

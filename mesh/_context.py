@@ -26,6 +26,10 @@ class CallContext:
     attempt: int
     #: ``time.monotonic()`` at which the caller stops waiting, or None.
     deadline: float | None
+    #: For a job of a durable queue: whether this attempt is the last its retry
+    #: schedule allows (a failure now sends it to the dead letters), and its id.
+    last_attempt: bool = False
+    job_id: str | None = None
     # A plain flag: set on the loop, read from worker threads (atomic under the GIL).
     _cancelled: bool = field(default=False, repr=False)
 

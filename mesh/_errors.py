@@ -4,6 +4,7 @@
     ├── ConfigError               a bad setting; names the variable or field
     ├── ProtocolError             bytes that are not a valid mesh message
     ├── RecordTooLarge            this node's catalog record would pass its size limit
+    ├── Reject                    a job handler refuses a job for good: no retries
     ├── TransportError            sockets, addresses, peers
     │   └── ConnectError          the handshake with a peer did not succeed
     │       ├── ConnectTimeout    no answer in time (also a TimeoutError)
@@ -44,6 +45,7 @@ __all__ = [
     "ProtocolError",
     "ProviderLost",
     "RecordTooLarge",
+    "Reject",
     "RemoteError",
     "TransportError",
     "Unavailable",
@@ -85,6 +87,13 @@ class RecordTooLarge(MeshError, ValueError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+
+class Reject(MeshError):
+    """Raised by a handler running a job of a durable queue: the job cannot succeed
+    (bad input, ...), so it goes to the dead letters at once, without further attempts."""
+
+    code = "rejected"
 
 
 class InvalidTopic(MeshError, ValueError):
@@ -234,6 +243,7 @@ _BY_CODE: dict[str, type[MeshError]] = {
         ConfigError,
         ProtocolError,
         RecordTooLarge,
+        Reject,
         InvalidTopic,
         TransportError,
         ConnectError,

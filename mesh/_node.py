@@ -38,6 +38,8 @@ from ._discovery import Discovery, DiscoveryStatistics, Sighting
 from ._errors import (
     AuthenticationFailed,
     CallError,
+    CallTimeout,
+    ConfigError,
     ConnectError,
     ConnectTimeout,
     MeshError,
@@ -56,6 +58,8 @@ from ._events import Event
 from ._gossip import Gossiper, GossipStatistics
 from ._gossip_wire import GossipCodec
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_hello
+from ._jobrunner import JobRunner, serve_job_call
+from ._jobs import DEFAULT_RETRIES
 from ._keys import encode_key, z85_encode
 from ._listing import (
     MemberInfo,
@@ -239,6 +243,8 @@ class Node(AsyncResource):
         # Subscriptions of services' @on_event handlers, by service name.
         self._event_handlers: dict[str, list[Subscription]] = {}
         self._event_handler_errors = 0
+        # Durable queues (docs/architecture.md): with config.jobs_db, opened at start.
+        self._jobs: JobRunner | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -359,6 +365,14 @@ class Node(AsyncResource):
         self._accepting = True
         for spec in self._services:
             self._start_event_handlers(spec)
+        if self.config.jobs_db is not None and self._joins:
+            try:
+                self._jobs = JobRunner(self)
+                await self._jobs.open()
+            except BaseException:
+                self._jobs = None
+                await self.aclose(grace=0)
+                raise
         if self._joins:
             try:
                 await self._join_mesh()
@@ -458,6 +472,8 @@ class Node(AsyncResource):
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        if self._jobs is not None:  # jobs running now stay in the inbox for the next start
+            await self._jobs.aclose()
         self._closed = True  # from here on, calls (even from handlers) are refused
         told = self._say_goodbye()
         pumps = [c.pump for c in self._connections.values() if c.peer is not None]
@@ -721,6 +737,8 @@ class Node(AsyncResource):
                 self._provider_lost(member.id, change.kind)
             if change.kind in {"failed", "replaced", "forgotten"}:
                 self._caller_gone(member.id)
+            if change.kind in {"failed", "replaced"} and self._jobs is not None:
+                self._jobs.member_lost(member.id)
             # Only listed members are watched ("joined" comes with the first record); a
             # new record version heard of is "updated" once it is held (_on_records).
             if change.kind != "updated" and member.id in self._listed:
@@ -894,6 +912,64 @@ class Node(AsyncResource):
                 tried.add(member_id)
                 attempt += 1
                 failed = exc
+
+    async def enqueue(
+        self,
+        target: str,
+        *args: Any,
+        retries: Iterable[float] | None = None,
+        key: str | None = None,
+        wait_handed_off: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Put a job for ``"service.method"`` in this node's durable outbox; returns its
+        id once it is stored (committed). A provider then stores it in its inbox (the
+        hand-off) and runs it by the ``retries`` schedule (seconds before each further
+        attempt, default ``(1, 10, 60)``); after the last failed attempt, or at once when
+        the handler raises :class:`Reject`, it goes to the dead letters and
+        ``$mesh.job.dead`` is emitted. ``key``: an idempotency key; a job with a key
+        seen within the window runs once. ``wait_handed_off``: also wait (up to
+        ``timeout``, default ``config.timings.call_timeout``) for the hand-off, so a
+        short-lived program may exit with the job safe. Needs ``config.jobs_db``."""
+        self._require_started()
+        if self._jobs is None:
+            raise ConfigError(
+                "jobs_db: set a job database (MESH_JOBS_DB) to enqueue jobs on this node"
+            )
+        job_id = await self._jobs.enqueue(
+            target, list(args), kwargs, DEFAULT_RETRIES if retries is None else retries, key
+        )
+        if wait_handed_off:
+            await self.wait_handed_off(job_id, timeout=timeout)
+        return job_id
+
+    async def wait_handed_off(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Wait until a provider has stored job ``job_id`` in its inbox (or finished it);
+        :class:`CallTimeout` after ``timeout`` (default ``config.timings.call_timeout``)."""
+        if self._jobs is None:
+            raise ConfigError("jobs_db: this node has no job database")
+        timeout = self.config.timings.call_timeout if timeout is None else timeout
+        try:
+            await self._jobs.wait_handed_off(job_id, timeout)
+        except TimeoutError:
+            raise CallTimeout(
+                f"job {job_id}: no provider took it within {timeout:g} s (it stays in the "
+                "outbox and is handed off when one can take it)"
+            ) from None
+
+    def jobs(self) -> dict[str, Any]:
+        """This node's outbox, inbox and dead letters (what ``meshctl jobs`` lists)."""
+        if self._jobs is None:
+            return {
+                "node": self.name,
+                "id": self.id,
+                "store": None,
+                "outbox": [],
+                "inbox": [],
+                "dead": [],
+            }
+        return self._jobs.listing()
 
     def stream(
         self,
@@ -1167,6 +1243,8 @@ class Node(AsyncResource):
             self._reply(routing_id, Reply(call.call_id, self._accept_group_event(call.args)))
         elif call.target == "$mesh.history":
             self._reply_error_or(routing_id, Reply(call.call_id, self._history(call.args)))
+        elif call.target.startswith("$mesh.job."):
+            self._spawn(serve_job_call(self, routing_id, call), "job call")
         else:
             self._reply(
                 routing_id,

@@ -34,6 +34,7 @@ def test_public_names() -> None:
         "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
         "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
         "AuthenticationFailed", "RecordTooLarge", "ProviderLost", "NoMeshFound",
+        "Reject",
         # security
         "write_secret", "write_keypair",
         "__version__",
@@ -44,7 +45,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 20
+    assert len(errors) == 21
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)
