@@ -26,6 +26,8 @@ COMMANDS = {
     "status": "cli.status:status",
     "publish": "cli.events:publish",
     "subscribe": "cli.events:subscribe",
+    "enqueue": "cli.jobs:enqueue",
+    "jobs": "cli.jobs:jobs",
     "run": "cli.run:run_command",
     "watch": "cli.watch:watch",
     "bench": "cli.bench:bench",

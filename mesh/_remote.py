@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -27,7 +30,14 @@ from ._config import Config
 from ._discovery import Discovery, Sighting
 from ._errors import MeshError, NoMeshFound, NoProvider, ProtocolError
 from ._eventbus import Subscription
-from ._listing import MemberInfo, ServiceListing, member_from_wire, service_listings
+from ._jobs import DEFAULT_RETRIES, Job, check_retries, choose_store
+from ._listing import (
+    MemberInfo,
+    ServiceListing,
+    member_from_wire,
+    parse_target,
+    service_listings,
+)
 from ._node import Node
 from ._server import WorkerStatus
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN
@@ -317,9 +327,7 @@ class Client:
         its pool threads, busy ones with their calls, and its handler tasks.
         :class:`NoProvider` when no live member is called ``node``."""
         members = await self.members()
-        chosen = [
-            m for m in members if node in (m.id, m.name) and m.status in ("alive", "suspect")
-        ]
+        chosen = [m for m in members if node in (m.id, m.name) and m.status in ("alive", "suspect")]
         if not chosen:
             known = ", ".join(sorted({m.name for m in members})) or "none"
             raise NoProvider(
@@ -332,6 +340,97 @@ class Client:
             member.address, "$mesh.status", [], self.config.timings.connect_timeout
         )
         return member, WorkerStatus.from_json(wire)
+
+    # -- durable queues ---------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        target: str,
+        *args: Any,
+        retries: Iterable[float] | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Hand a job straight to a provider's inbox and return its id once that provider
+        has stored it (a client has no outbox of its own: until then nothing is stored,
+        and an error means the job was not taken). With a ``key``, the provider that
+        nodes would choose for it is asked first. See :meth:`Node.enqueue`."""
+        service = parse_target(target)[0]
+        members = await self.members()
+        job = Job(
+            secrets.token_hex(16),
+            target,
+            list(args),
+            dict(kwargs),
+            key,
+            check_retries(DEFAULT_RETRIES if retries is None else retries),
+            time.time(),
+        )
+        live = {
+            m.id: m for m in members if m.status == "alive" and m.address and service in m.services
+        }
+        order = list(live)
+        first = choose_store(order, key, random.Random(), None)
+        if first is not None:
+            order.remove(first)
+            order.insert(0, first)
+        timeout = self.config.timings.call_timeout if timeout is None else timeout
+        problems = []
+        for member_id in order:
+            member = live[member_id]
+            try:
+                answer = await self._ask(
+                    member.address, "$mesh.job.take", [[job.to_wire()]], timeout
+                )
+                state = answer["states"][0]
+            except (MeshError, KeyError, TypeError, IndexError) as exc:
+                problems.append(f"{member.name}: {exc}")
+                continue
+            if state != "refused":
+                return job.id
+            problems.append(f"{member.name}: refused")
+        raise NoProvider(
+            f"no provider of {service!r} with a job store took the job"
+            + (f" ({'; '.join(problems)})" if problems else ""),
+            service=service,
+        )
+
+    async def jobs(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Each live member's outbox, inbox and dead letters (``$mesh.job.list``), or
+        ``{"node", "id", "error"}`` for one that did not answer (no job store, ...)."""
+        members = [
+            m
+            for m in await self.members()
+            if m.status in ("alive", "suspect") and m.address and node in (None, m.id, m.name)
+        ]
+        timeout = self.config.timings.connect_timeout
+
+        async def one(member: MemberInfo) -> dict[str, Any]:
+            try:
+                answer = await self._ask(member.address, "$mesh.job.list", [], timeout)
+            except MeshError as exc:
+                return {"node": member.name, "id": member.id, "error": str(exc)}
+            return dict(answer)
+
+        return list(await asyncio.gather(*(one(m) for m in members)))
+
+    async def job_action(self, action: str, job_id: str) -> list[str]:
+        """``retry`` (a dead letter back to its inbox) or ``drop`` job ``job_id`` on
+        whichever live member holds it; returns the names of those that did."""
+        if action not in ("retry", "drop"):
+            raise ValueError(f"action: retry or drop, got {action!r}")
+        members = [m for m in await self.members() if m.status == "alive" and m.address]
+        timeout = self.config.timings.connect_timeout
+
+        async def one(member: MemberInfo) -> str | None:
+            try:
+                done = await self._ask(member.address, f"$mesh.job.{action}", [job_id], timeout)
+            except MeshError:
+                return None
+            return member.name if done is True else None
+
+        return [n for n in await asyncio.gather(*(one(m) for m in members)) if n]
 
     # -- events -----------------------------------------------------------------------------
 

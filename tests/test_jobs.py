@@ -328,3 +328,41 @@ def _enqueued(proc: Any) -> int:
         line = read_line(proc)
         if line["event"] == "enqueued":
             return int(line["n"])
+
+
+# -- meshctl -------------------------------------------------------------------------------
+
+
+async def test_meshctl_enqueue_jobs_retry_and_drop(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_cli_events import at, meshctl
+
+    async with pair(tmp_path) as (sender, provider, mailer):
+        code, out, err = await meshctl("enqueue", "mailer.send", "hi", "--key", "k1", *at(sender))
+        assert code == 0, err
+        await eventually(lambda: mailer.runs == [("hi", 1, False)], 5.0, "the job ran")
+        code, out, err = await meshctl(
+            "enqueue", "mailer.send", "reject", "--json", "--retries", "", *at(sender)
+        )
+        assert code == 0, err
+        job_id = json.loads(out)["id"]
+        await eventually(lambda: provider.jobs()["dead"], 5.0, "dead")
+        code, out, err = await meshctl("jobs", "--json", *at(sender))
+        assert code == 0, err
+        by_node = {e["node"]: e for e in json.loads(out)}
+        assert [j["id"] for j in by_node["provider"]["dead"]] == [job_id]
+        code, out, err = await meshctl("jobs", *at(sender))
+        assert code == 0, err
+        assert job_id in out
+        assert "dead" in out
+        code, out, err = await meshctl("jobs", "retry", job_id, *at(sender))
+        assert (code, out.strip()) == (0, f"retry: {job_id} on provider"), err
+        await eventually(lambda: len(mailer.runs) == 3, 5.0, "retried")
+        code, out, err = await meshctl("jobs", "drop", job_id, *at(sender))
+        assert code == 0, err
+        assert not provider.jobs()["dead"]
+        code, out, err = await meshctl("jobs", "drop", job_id, *at(sender))
+        assert code == 1
+        code, out, err = await meshctl("enqueue", "nothing.here", *at(sender))
+        assert code == 3, err
