@@ -18,15 +18,15 @@ lint:
 fuzz:
     MESH_FUZZ_EXAMPLES=100000 pytest tests/test_wire_fuzz.py -o timeout=0 -q
 
-# `just bench rpc ARGS` or `just bench events ARGS`: one of them, with its options
+# `just bench rpc ARGS`, `just bench events ARGS` or `just bench jobs ARGS`: one of them
 # benchmarks: mesh against raw pyzmq in the same run (docs/performance.md), RPC then events
 bench *args:
     #!/usr/bin/env bash
     set -euo pipefail
     set -- {{args}}
     case "${1:-}" in
-        rpc | events) which="$1"; shift; python -m "tests.bench.$which" "$@" ;;
-        *) python -m tests.bench.rpc "$@"; python -m tests.bench.events ;;
+        rpc | events | jobs) which="$1"; shift; python -m "tests.bench.$which" "$@" ;;
+        *) python -m tests.bench.rpc "$@"; python -m tests.bench.events; python -m tests.bench.jobs ;;
     esac
 
 # the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite)
