@@ -89,6 +89,10 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_SECRET_FILE": str(tmp_path / "secret"),
         "MESH_KEYS_DIR": str(tmp_path / "keys"),
         "MESH_TAGS": "zone=eu-1, rack=7",
+        "MESH_JOBS_DB": str(tmp_path / "jobs.db"),
+        "MESH_JOBS_SYNCHRONOUS": "normal",
+        "MESH_JOBS_LEASE": "2.5",
+        "MESH_JOBS_CONCURRENCY": "8",
         "MESH_MAX_MESSAGE_SIZE": "1048576",
         "MESH_MAX_CALLS_PER_PEER": "50",
     }
@@ -110,6 +114,10 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         secret_file=tmp_path / "secret",
         keys_dir=tmp_path / "keys",
         tags={"zone": "eu-1", "rack": "7"},  # type: ignore[arg-type]
+        jobs_db=tmp_path / "jobs.db",
+        jobs_synchronous="NORMAL",
+        jobs_lease=2.5,
+        jobs_concurrency=8,
         limits=Limits(max_message_size=1048576, max_calls_per_peer=50),
     )
 
