@@ -17,9 +17,15 @@ STATUS_STYLES = {
     "up": "green",
     "suspect": "yellow",
     "draining": "yellow",
+    "degraded": "yellow",
+    "starting": "yellow",
+    "waiting": "yellow",
+    "restarting": "yellow",
     "dead": "red",
     "down": "red",
+    "failed": "red",
     "left": "dim",
+    "stopped": "dim",
 }
 
 #: Wide enough for any table: no cell is cut to fit a terminal or 80 columns.

@@ -20,6 +20,7 @@ COMMANDS = {
     "nodes": "cli.nodes:nodes",
     "services": "cli.services:services",
     "inspect": "cli.inspect:inspect",
+    "deps": "cli.deps:deps",
     "call": "cli.call:call",
     "stream": "cli.stream:stream",
     "ping": "cli.ping:ping",

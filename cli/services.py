@@ -11,7 +11,9 @@ from cli._common import Settings, fresh_option, global_options, run, to_json
 if TYPE_CHECKING:
     import mesh
 
-HEADERS = ["NAME", "VERSIONS", "PROVIDERS", "REQUESTS", "ERRORS", "P50", "P99", "IN FLIGHT"]
+HEADERS = [
+    "NAME", "VERSIONS", "PROVIDERS", "STATE", "REQUESTS", "ERRORS", "P50", "P99", "IN FLIGHT",
+]  # fmt: skip
 
 
 @click.command()
@@ -19,8 +21,10 @@ HEADERS = ["NAME", "VERSIONS", "PROVIDERS", "REQUESTS", "ERRORS", "P50", "P99", 
 @global_options(group=False)
 @click.pass_context
 def services(ctx: click.Context, fresh: bool) -> None:
-    """List the services of live members: versions, providers, requests, latency.
+    """List the services of live members: versions, providers, state, requests, latency.
 
+    STATE is the providers' state (``up``; ``waiting``, ``degraded``, ``restarting`` or
+    ``failed`` for supervised services), with counts when they differ (``up:2,failed:1``).
     Counts are summed over providers since they started; P50 and P99 are the worst
     method's on the worst provider.
     """
@@ -37,7 +41,9 @@ def services(ctx: click.Context, fresh: bool) -> None:
         return
     from cli._table import print_table
 
-    print_table(HEADERS, [_row(s) for s in listings], right={3, 4, 5, 6, 7})
+    print_table(
+        HEADERS, [_row(s) for s in listings], right={4, 5, 6, 7, 8}, styles={3: state_style}
+    )
 
 
 def _row(listing: dict[str, Any]) -> list[str]:
@@ -45,12 +51,30 @@ def _row(listing: dict[str, Any]) -> list[str]:
         listing["name"],
         ",".join(listing["versions"]) or "-",
         ",".join(p["node"] for p in listing["providers"]) or "-",
+        states(listing["states"]),
         str(listing["requests"]),
         str(listing["errors"]),
         latency(listing["p50"]),
         latency(listing["p99"]),
         str(listing["in_flight"]),
     ]
+
+
+def states(counts: dict[str, int]) -> str:
+    """``up`` when every provider is up; ``up:2,failed:1`` when they differ."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ",".join(f"{state}:{n}" for state, n in counts.items()) or "-"
+
+
+def state_style(cell: str) -> str | None:
+    """Green when every provider is up, red when none takes calls, else yellow."""
+    from cli._table import status_style
+
+    if "," not in cell:
+        return status_style(cell)
+    taking = {"up", "degraded"} & {part.partition(":")[0] for part in cell.split(",")}
+    return "yellow" if taking else "red"
 
 
 def latency(seconds: float | None) -> str:

@@ -58,6 +58,7 @@ from ._errors import ProtocolError, RecordTooLarge
 from ._membership import MEMBERSHIP_SHARE as _MEMBERSHIP_SHARE
 from ._services import ServiceSpec
 from ._stats import ServiceStatistics
+from ._supervision import Crash, ServiceStatus
 
 __all__ = [
     "ADDRESS_KINDS",
@@ -66,6 +67,8 @@ __all__ = [
     "RECORD_SHARE",
     "SERVICE_STATES",
     "STATS_SHARE",
+    "WIRE_STATE",
+    "WIRE_STATES",
     "Catalog",
     "CatalogMessage",
     "CatalogStatistics",
@@ -94,8 +97,27 @@ STATS_SHARE: Final = 0.2
 
 #: How a method is called.
 KINDS: Final = ("unary", "stream")
-#: A service's state in a listing: serving, finishing work before it goes, or not serving.
-SERVICE_STATES: Final = ("up", "draining", "down")
+#: A service's state in a listing: serving, finishing work before it goes, or not serving;
+#: and the states of supervised services (mesh/_supervision.py).
+SERVICE_STATES: Final = (
+    "up",
+    "draining",
+    "down",
+    "starting",
+    "waiting",
+    "degraded",
+    "restarting",
+    "failed",
+    "stopped",
+)
+#: The states item 2 of a service's wire form may hold: what every reader knows. A
+#: supervised service's own state travels in the supervision item, and item 2 says
+#: what it means for callers (:data:`WIRE_STATE`).
+WIRE_STATES: Final = ("up", "draining", "down")
+#: Each state as item 2 spells it: ``degraded`` still takes calls.
+WIRE_STATE: Final = MappingProxyType(
+    {s: "up" if s == "degraded" else s if s in WIRE_STATES else "down" for s in SERVICE_STATES}
+)
 #: The usual keys of ``Record.addresses`` (others are allowed).
 ADDRESS_KINDS: Final = ("rpc", "gossip", "pub")
 
@@ -116,12 +138,16 @@ _MAX_DOC: Final = 8192
 _MAX_TOPICS: Final = 256
 _MAX_TOPIC: Final = 255
 _MAX_GROUPS: Final = 64
+_MAX_DEPENDENCIES: Final = 64
+_MAX_DEPENDENCY: Final = 128
+_MAX_ERROR: Final = 1000
 _MAX_METHOD_LOADS: Final = 4096
 _KEY_LENGTH: Final = 40  # a CURVE public key in Z85 text
 #: Service and method names as mesh/_services.py allows them.
 _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_-]{0,62}"
 _NAME_RE: Final = re.compile(_IDENT)
 _TARGET_RE: Final = re.compile(rf"{_IDENT}\.{_IDENT}")
+_DEPENDENCY_RE: Final = re.compile(rf"{_IDENT}(@\d+(\.\d+){{0,2}})?")
 
 #: Docstrings longer than this are cut by :func:`services_from` (the wire allows more).
 DOC_LIMIT: Final = 2000
@@ -276,19 +302,50 @@ class MethodInfo:
 
 @dataclass(frozen=True, slots=True)
 class ServiceInfo:
-    """One service as listed: its version, state (:data:`SERVICE_STATES`) and methods."""
+    """One service as listed: its version, state (:data:`SERVICE_STATES`) and methods;
+    for a supervised service also how often it was restarted, its last crash, and the
+    services it depends on (``"db"``, ``"cache@2"``)."""
 
     name: str
     version: str
     state: str = "up"
     methods: tuple[MethodInfo, ...] = ()
+    restarts: int = 0
+    last_crash: Crash | None = None
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "depends_on", tuple(self.depends_on))
+
+    @property
+    def offered(self) -> bool:
+        """Whether it takes calls (``up`` or ``degraded``)."""
+        return WIRE_STATE.get(self.state) == "up"
 
     def to_wire(self) -> list[Any]:
-        """``[name, version, state, [method, ...]]``."""
-        return [self.name, self.version, self.state, [m.to_wire() for m in self.methods]]
+        """``[name, version, state, [method, ...]]``, and a fifth item, ``[state,
+        restarts, last_crash | None, [dependency, ...]]``, for a supervised service
+        (sent only when there is something in it). Item 2 holds ``up``, ``draining`` or
+        ``down`` (:data:`WIRE_STATE`), what a reader that does not know the fifth item
+        needs to route calls."""
+        wire: list[Any] = [
+            self.name,
+            self.version,
+            WIRE_STATE.get(self.state, self.state),
+            [m.to_wire() for m in self.methods],
+        ]
+        if self.restarts or self.last_crash or self.depends_on or self.state not in WIRE_STATES:
+            crash = self.last_crash
+            wire.append(
+                [
+                    self.state,
+                    self.restarts,
+                    None if crash is None else [crash.time, crash.error],
+                    list(self.depends_on),
+                ]
+            )
+        return wire
 
     @classmethod
     def from_wire(cls, obj: object, where: str = "service") -> ServiceInfo:
@@ -298,15 +355,55 @@ class ServiceInfo:
             for i, m in enumerate(_items(f"{where}.methods", v[3], _MAX_METHODS))
         )
         _unique(f"{where}.methods", [m.name for m in methods])
+        state = _choice(f"{where}.state", v[2], WIRE_STATES)
+        restarts = 0
+        crash = None
+        depends_on: tuple[str, ...] = ()
+        if len(v) > 4:
+            at = f"{where}.supervision"
+            sup = _list(at, v[4], 4)
+            detail = _label(f"{at}[0]", sup[0], 32)
+            restarts = _count(f"{at}[1]", sup[1])
+            if sup[2] is not None:
+                pair = _list(f"{at}[2]", sup[2], 2)
+                crash = Crash(
+                    _seconds(f"{at}[2][0]", pair[0]), _text(f"{at}[2][1]", pair[1], _MAX_ERROR)
+                )
+            depends_on = tuple(
+                _dependency(f"{at}[3][{i}]", d)
+                for i, d in enumerate(_items(f"{at}[3]", sup[3], _MAX_DEPENDENCIES))
+            )
+            _unique(f"{at}[3]", list(depends_on))
+            # A state this reader does not know (a later version's) reads as item 2.
+            if detail in SERVICE_STATES:
+                if WIRE_STATE[detail] != state:
+                    raise ProtocolError(
+                        f"{at}[0]: state {detail!r} is listed as {WIRE_STATE[detail]!r}, "
+                        f"not {state!r}"
+                    )
+                state = detail
         return cls(
             _ident(f"{where}.name", v[0]),
             _label(f"{where}.version", v[1], _MAX_VERSION_TEXT),
-            _choice(f"{where}.state", v[2], SERVICE_STATES),
+            state,
             methods,
+            restarts,
+            crash,
+            depends_on,
         )
 
     def size(self) -> int:
         return _packed_size(self.to_wire())
+
+
+def _dependency(where: str, value: object) -> str:
+    if (
+        type(value) is not str
+        or len(value) > _MAX_DEPENDENCY
+        or not _DEPENDENCY_RE.fullmatch(value)
+    ):
+        _fail(where, "a service name, or 'name@VERSION'", value)
+    return value
 
 
 def _group(where: str, value: object) -> tuple[str, str]:
@@ -450,19 +547,26 @@ def check_record(record: Record, limit: int) -> int:
 
 
 def services_from(
-    specs: Iterable[ServiceSpec], state: str = "up", doc_limit: int = DOC_LIMIT
+    specs: Iterable[ServiceSpec],
+    state: str = "up",
+    doc_limit: int = DOC_LIMIT,
+    statuses: Mapping[str, ServiceStatus] | None = None,
 ) -> tuple[ServiceInfo, ...]:
     """The listing of a node's registered services (``ServiceRegistry`` iterates specs);
-    docstrings longer than ``doc_limit`` characters are cut, ending with "..."."""
+    docstrings longer than ``doc_limit`` characters are cut, ending with "...". A
+    service in ``statuses`` (the supervised ones) is listed with its state, restarts
+    and last crash; the others with ``state``."""
 
     def cut(doc: str) -> str:
         return doc if len(doc) <= doc_limit else doc[: max(0, doc_limit - 3)] + "..."
 
+    plain = ServiceStatus(state)
+    known = statuses or {}
     return tuple(
         ServiceInfo(
             spec.name,
             spec.version,
-            state,
+            known.get(spec.name, plain).state,
             tuple(
                 MethodInfo(
                     m.name,
@@ -473,6 +577,9 @@ def services_from(
                 )
                 for _, m in sorted(spec.methods.items())
             ),
+            known.get(spec.name, plain).restarts,
+            known.get(spec.name, plain).last_crash,
+            tuple(str(d) for d in spec.depends_on),
         )
         for spec in sorted(specs, key=lambda s: s.name)
     )

@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 from ._errors import ConfigError
 
-__all__ = ["ENV_VARS", "PROFILES", "Config", "Limits", "MembershipSettings", "Timings"]
+__all__ = [
+    "ENV_VARS",
+    "PROFILES",
+    "Config",
+    "Limits",
+    "MembershipSettings",
+    "SupervisionSettings",
+    "Timings",
+]
 
 T = TypeVar("T")
 
@@ -226,6 +234,33 @@ class MembershipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisionSettings:
+    """How a node supervises services with a lifecycle (``start``/``run``/``stop``):
+    restarts with backoff, and when to give up (docs/guide-service-bus.md)."""
+
+    #: A service that crashes more than ``max_restarts`` times within
+    #: ``restart_window`` seconds is marked ``failed`` and no longer restarted.
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    #: The wait before the first restart after a crash; it doubles with each crash
+    #: within the window, up to ``backoff_max``.
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+    #: How long a ``start()`` or ``stop()`` hook may take; a ``start()`` that takes
+    #: longer counts as a crash, a ``stop()`` is abandoned.
+    hook_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.type == "float":
+                _positive_float(f"supervision.{f.name}", getattr(self, f.name))
+            else:
+                _positive_int(f"supervision.{f.name}", getattr(self, f.name))
+        if self.backoff_initial > self.backoff_max:
+            raise ConfigError("supervision.backoff_initial: must not be more than backoff_max")
+
+
+@dataclass(frozen=True, slots=True)
 class Timings:
     """Timeouts in seconds. Profiles pick sensible sets; tests use ``test``."""
 
@@ -237,14 +272,20 @@ class Timings:
     grace_period: float
     #: Failure detection and gossip.
     membership: MembershipSettings = field(default_factory=MembershipSettings)
+    #: Restarts of crashed services, and when to give up.
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if f.name != "membership":
+            if f.name not in ("membership", "supervision"):
                 _positive_float(f"timings.{f.name}", getattr(self, f.name))
         if not isinstance(self.membership, MembershipSettings):
             raise ConfigError(
                 f"timings.membership: expected a MembershipSettings, got {self.membership!r}"
+            )
+        if not isinstance(self.supervision, SupervisionSettings):
+            raise ConfigError(
+                f"timings.supervision: expected a SupervisionSettings, got {self.supervision!r}"
             )
 
 
@@ -277,6 +318,9 @@ PROFILES: Mapping[str, Timings] = {
             push_pull_interval=0.5,
             dead_ttl=3.0,
             budget=1_000_000,
+        ),
+        supervision=SupervisionSettings(
+            restart_window=10.0, backoff_initial=0.02, backoff_max=0.5, hook_timeout=5.0
         ),
     ),
 }

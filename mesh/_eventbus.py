@@ -477,6 +477,12 @@ class EventBus:
                 self.member_changed(info)
         return self._sub
 
+    def system_event(self, topic: str, data: Any) -> None:
+        """A ``$mesh.*`` event this node derived itself (a service it supervises crashed,
+        restarted or failed), for its subscriptions whose prefix matches."""
+        if self._system is not None:  # else no subscription can match it
+            self._deliver(self._system_sequencer.next(topic, data, time.time()))
+
     def member_changed(self, info: MemberInfo, gone: bool = False) -> None:
         """A member's status or record changed (``gone``: it is no longer in the view):
         follow or stop following its PUB socket, and derive system events."""
@@ -508,7 +514,7 @@ class EventBus:
     def _system_needed(self, prefix: str) -> None:
         """Start deriving system events once a subscription can match them."""
         if self._system is None and ("$mesh.".startswith(prefix) or prefix.startswith("$mesh.")):
-            self._system = SystemEvents()
+            self._system = SystemEvents(local=self.node_id)
             self._system.prime(self._host.live_members())
 
     # -- queue groups -----------------------------------------------------------------------

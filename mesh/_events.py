@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ._catalog import ServiceInfo
 from ._errors import InvalidTopic
 from ._listing import MemberInfo
 from ._wire import Event
@@ -41,9 +42,22 @@ NODE_LEFT: Final = "$mesh.node.left"
 NODE_FAILED: Final = "$mesh.node.failed"
 SERVICE_UP: Final = "$mesh.service.up"
 SERVICE_DOWN: Final = "$mesh.service.down"
+SERVICE_CRASHED: Final = "$mesh.service.crashed"
+SERVICE_RESTARTED: Final = "$mesh.service.restarted"
+SERVICE_FAILED: Final = "$mesh.service.failed"
 TOPIC_NEW: Final = "$mesh.topic.new"
 #: Every system event topic a node derives (docs/events.md, "System events").
-SYSTEM_TOPICS: Final = (NODE_JOINED, NODE_LEFT, NODE_FAILED, SERVICE_UP, SERVICE_DOWN, TOPIC_NEW)
+SYSTEM_TOPICS: Final = (
+    NODE_JOINED,
+    NODE_LEFT,
+    NODE_FAILED,
+    SERVICE_UP,
+    SERVICE_DOWN,
+    SERVICE_CRASHED,
+    SERVICE_RESTARTED,
+    SERVICE_FAILED,
+    TOPIC_NEW,
+)
 
 
 def check_prefix(prefix: object) -> str:
@@ -243,11 +257,17 @@ class SystemEvents:
     returns ``(topic, data)`` pairs: ``$mesh.node.joined`` when a member is first listed
     alive, ``.left`` / ``.failed`` when it leaves or is declared dead (or vanishes),
     ``$mesh.service.up`` / ``.down`` per provider as a live member starts or stops
-    offering a service (``providers``: how many live providers remain), and
-    ``$mesh.topic.new`` when a topic is listed by any publisher for the first time.
+    offering a service (taking calls: ``up`` or ``degraded``; ``providers``: how many
+    live providers remain), ``$mesh.topic.new`` when a topic is listed by any
+    publisher for the first time, and from a supervised service's listing
+    ``$mesh.service.crashed`` (its last crash changed), ``.restarted`` (its restarts
+    went up) and ``.failed`` (it became ``failed``). Those three are not derived for
+    the node ``local`` (this one): its supervisor announces them itself, with the
+    traceback that the listing does not carry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, local: str | None = None) -> None:
+        self._local = local
         self._members: dict[str, MemberInfo] = {}  # live (alive or suspect) and listed
         self._offered: dict[str, dict[str, str]] = {}  # member id -> service -> version
         self._providers: collections.Counter[str] = collections.Counter()
@@ -267,8 +287,10 @@ class SystemEvents:
             assert info.record is not None
             if known is None:
                 out.append((NODE_JOINED, _node_data(info)))
+            elif member_id != self._local and known.record is not None:
+                out.extend(_supervision_events(known.record.services, info))
             self._members[member_id] = info
-            offered = {s.name: s.version for s in info.record.services if s.state == "up"}
+            offered = {s.name: s.version for s in info.record.services if s.offered}
             for topic in info.record.topics:
                 if topic not in self._topics:
                     self._topics.add(topic)
@@ -308,6 +330,29 @@ class SystemEvents:
             "providers": max(0, self._providers[name]),
             **_node_data(info),
         }
+
+
+def _supervision_events(before: Iterable[ServiceInfo], info: MemberInfo) -> list[tuple[str, Any]]:
+    """Crashes, restarts and give-ups of ``info``'s supervised services since its
+    services were ``before`` (several crashes between two records seen make one event)."""
+    assert info.record is not None
+    was = {s.name: s for s in before}
+    out: list[tuple[str, Any]] = []
+    for now in info.record.services:
+        old = was.get(now.name)
+        if old is None:
+            continue
+        crash = now.last_crash
+        fields = {"service": now.name, "version": now.version, "restarts": now.restarts}
+        if crash is not None and crash != old.last_crash:
+            data = {**fields, "error": crash.error, "traceback": None, "time": crash.time}
+            out.append((SERVICE_CRASHED, {**data, **_node_data(info)}))
+        if now.restarts > old.restarts:
+            out.append((SERVICE_RESTARTED, {**fields, **_node_data(info)}))
+        if now.state == "failed" and old.state != "failed":
+            error = None if crash is None else crash.error
+            out.append((SERVICE_FAILED, {**fields, "error": error, **_node_data(info)}))
+    return out
 
 
 def _node_data(info: MemberInfo) -> dict[str, Any]:

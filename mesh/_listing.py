@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._catalog import MethodInfo, MethodLoad, Record, Stats
+from ._catalog import SERVICE_STATES, MethodInfo, MethodLoad, Record, Stats
 from ._errors import CallError, ProtocolError
 from ._membership import Member, Status
+from ._supervision import Crash
 
 __all__ = [
     "STATUS_NAMES",
@@ -208,6 +209,10 @@ class Provider:
     in_flight: int = 0
     p50: float | None = None
     p99: float | None = None
+    #: Supervised services: restarts so far, the last crash, and what it depends on.
+    restarts: int = 0
+    last_crash: Crash | None = None
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,14 @@ class ServiceListing:
     def in_flight(self) -> int:
         return sum(p.in_flight for p in self.providers)
 
+    @property
+    def states(self) -> dict[str, int]:
+        """How many providers are in each state (in the order of ``SERVICE_STATES``)."""
+        counts = {s: 0 for s in SERVICE_STATES}
+        for p in self.providers:
+            counts[p.state] = counts.get(p.state, 0) + 1
+        return {s: n for s, n in counts.items() if n}
+
     def to_json(self) -> dict[str, Any]:
         """The stable ``--json`` form (docs/cli.md)."""
         p50s = [p.p50 for p in self.providers if p.p50 is not None]
@@ -258,9 +271,15 @@ class ServiceListing:
                     "in_flight": p.in_flight,
                     "p50": p.p50,
                     "p99": p.p99,
+                    "restarts": p.restarts,
+                    "last_crash": None
+                    if p.last_crash is None
+                    else {"time": p.last_crash.time, "error": p.last_crash.error},
+                    "depends_on": list(p.depends_on),
                 }
                 for p in self.providers
             ],
+            "states": self.states,
             "requests": self.requests,
             "errors": self.errors,
             "in_flight": self.in_flight,
@@ -321,6 +340,9 @@ def service_listings(infos: Iterable[MemberInfo]) -> dict[str, ServiceListing]:
                     in_flight=sum(m.in_flight for m in mine),
                     p50=max(p50s) if p50s else None,
                     p99=max(p99s) if p99s else None,
+                    restarts=service.restarts,
+                    last_crash=service.last_crash,
+                    depends_on=service.depends_on,
                 )
             )
             methods.setdefault(service.name, service.methods)
@@ -339,23 +361,24 @@ def choose_provider(
     exclude: frozenset[str] = frozenset(),
     pinned: str | None = None,
 ) -> MemberInfo | None:
-    """The alive member to call ``service`` on: one whose record offers it ``up`` in a
+    """The alive member to call ``service`` on: one whose record offers it ``up`` (or
+    ``degraded``: still taking calls, chosen only when no provider is ``up``) in a
     version that matches ``constraint``, never a suspect one, the fewest calls
     ``outstanding`` first (ties: by id, so the choice is stable); ``pinned`` (a node
     name or id) restricts the choice; members in ``exclude`` (ids) are skipped."""
     best: MemberInfo | None = None
-    best_load = 0
+    best_key = (0, 0)
     for info in candidates:
         if info.status != "alive" or info.record is None or info.id in exclude:
             continue
         if pinned is not None and pinned not in (info.id, info.name):
             continue
         listed = info.record.service(service)
-        if listed is None or listed.state != "up":
+        if listed is None or (listed.state != "up" and listed.state != "degraded"):
             continue
         if not version_matches(constraint, listed.version):
             continue
-        load = outstanding(info)
-        if best is None or load < best_load or (load == best_load and info.id < best.id):
-            best, best_load = info, load
+        key = (listed.state != "up", outstanding(info))
+        if best is None or key < best_key or (key == best_key and info.id < best.id):
+            best, best_key = info, key
     return best

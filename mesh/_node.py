@@ -61,6 +61,7 @@ from ._handshake import PeerInfo, accept_welcome, hello, parse_address, refuse_h
 from ._jobrunner import JobRunner, serve_job_call
 from ._jobs import DEFAULT_RETRIES
 from ._keys import encode_key, z85_encode
+from ._lifecycle import Lifecycle
 from ._listing import (
     MemberInfo,
     MeshChange,
@@ -243,6 +244,10 @@ class Node(AsyncResource):
         # Subscriptions of services' @on_event handlers, by service name.
         self._event_handlers: dict[str, list[Subscription]] = {}
         self._event_handler_errors = 0
+        # Services with lifecycle hooks or dependencies: started, restarted, waiting.
+        self._lifecycle = Lifecycle(
+            _LifecycleHost(self), self._services, self.config.timings.supervision
+        )
         # Durable queues (docs/architecture.md): with config.jobs_db, opened at start.
         self._jobs: JobRunner | None = None
 
@@ -379,6 +384,7 @@ class Node(AsyncResource):
             except BaseException:
                 await self.aclose(grace=0)
                 raise
+        self._lifecycle.begin()
         log.debug("node %s (%s) serving at %s", self.name, self.id, self.address)
 
     async def _join_mesh(self) -> None:
@@ -474,6 +480,7 @@ class Node(AsyncResource):
                 await asyncio.wait(late, timeout=1.0)
         if self._jobs is not None:  # jobs running now stay in the inbox for the next start
             await self._jobs.aclose()
+        await self._lifecycle.aclose()  # stop() hooks, once the calls in flight are done
         self._closed = True  # from here on, calls (even from handlers) are refused
         told = self._say_goodbye()
         pumps = [c.pump for c in self._connections.values() if c.peer is not None]
@@ -527,9 +534,11 @@ class Node(AsyncResource):
         Raises :class:`RecordTooLarge` (and offers nothing) if this node's listing would
         pass ``config.limits.max_record_size``."""
         spec = self._services.add(obj, name=name, version=version)
+        self._lifecycle.add(spec)
         try:
             check_record(self.listing(), self.config.limits.max_record_size)
         except RecordTooLarge:
+            self._lifecycle.remove(spec.name)
             self._services.remove(spec.name)
             raise
         self._republish()
@@ -625,7 +634,7 @@ class Node(AsyncResource):
             protocol=(PROTOCOL_MIN, PROTOCOL_MAX),
             tags=dict(self.config.tags),
             public_key=None if key is None else z85_encode(key),
-            services=services_from(self._services),
+            services=services_from(self._services, statuses=self._lifecycle.statuses()),
             topics=tuple(self._events.topics()[:MAX_LISTED_TOPICS]),
             groups=tuple(self._events.groups()[:MAX_LISTED_GROUPS]),
         )
@@ -633,6 +642,7 @@ class Node(AsyncResource):
     def remove_service(self, name: str) -> None:
         """Stop offering service ``name`` (calls already running finish)."""
         self._services.remove(name)
+        self._lifecycle.remove(name)
         self._dispatcher.forget(name)
         for sub in self._event_handlers.pop(name, ()):
             sub.close()
@@ -677,11 +687,15 @@ class Node(AsyncResource):
         return self._providers.get(service, [])
 
     def _listing_changed(self) -> None:
-        """Members, their statuses or records changed: routing looks again."""
+        """Members, their statuses or records changed: routing looks again, and so do
+        supervised services at their dependencies."""
         self._providers = None
+        self._lifecycle.changed()
 
     async def wait_for_service(self, service: str, *, timeout: float | None = None) -> None:
-        """Wait until an alive member offers ``service`` (``"calc"`` or ``"calc@1.2"``);
+        """Wait until an alive member (this one included) offers ``service`` (``"calc"``
+        or ``"calc@1.2"``) in a state that takes calls (``up``, or ``degraded``: not a
+        service still ``waiting`` for its dependencies, ``restarting`` or ``failed``);
         raises :class:`NoProvider` after ``timeout`` seconds (default
         ``config.timings.call_timeout``)."""
         self._require_started()
@@ -690,9 +704,11 @@ class Node(AsyncResource):
         timeout = self.config.timings.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
-            if (name in self._services and not constraint) or choose_provider(
-                self._providers_of(name), name, constraint, lambda _: 0
-            ) is not None:
+            if (
+                self._serves_here(name, constraint, None)
+                or choose_provider(self._providers_of(name), name, constraint, lambda _: 0)
+                is not None
+            ):
                 return
             assert self._changed is not None
             changed = self._changed
@@ -1009,7 +1025,10 @@ class Node(AsyncResource):
         spec = self._services.get(service)
         if spec is None or (node is not None and node not in (self.id, self.name)):
             return False
-        return version_matches(constraint, spec.version)
+        # A supervised service that takes no calls now (waiting, restarting, failed):
+        # the call goes to another provider, if there is one.
+        blocked = self._lifecycle.blocked
+        return version_matches(constraint, spec.version) and service not in blocked
 
     async def _route(
         self,
@@ -1169,6 +1188,9 @@ class Node(AsyncResource):
             return
         try:
             spec = self._dispatcher.resolve(call.target)
+            blocked = self._lifecycle.blocked
+            if blocked and spec.service in blocked:  # the caller may try another provider
+                raise Unavailable(blocked[spec.service])
             if spec.is_stream != (call.credit > 0):
                 how = "node.stream()" if spec.is_stream else "node.call()"
                 raise CallError(
@@ -1699,6 +1721,37 @@ class ProxyMethod:
     def stream(self, *args: Any, **kwargs: Any) -> Stream | RoutedStream:
         timeout = kwargs.pop("timeout", self._timeout)
         return self._node.stream(self.target, *args, timeout=timeout, **kwargs)
+
+
+class _LifecycleHost:
+    """What a node's supervisor (:class:`Lifecycle`) uses of it."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def node_name(self) -> str:
+        return self._node.name
+
+    def remote_offers(self, service: str) -> list[str]:
+        node = self._node
+        offers = []
+        for info in node._providers_of(service):
+            if info.id == node.id or info.status not in ("alive", "suspect") or not info.record:
+                continue
+            listed = info.record.service(service)
+            if listed is not None and listed.offered:
+                offers.append(listed.version)
+        return offers
+
+    def republish(self) -> None:
+        self._node._republish()
+
+    def system_event(self, topic: str, data: dict[str, Any]) -> None:
+        node = self._node
+        address = node.address if node._router is not None and not node._closed else ""
+        fields = {"node": node.name, "node_id": node.id, "status": "alive", "address": address}
+        node._events.system_event(topic, {**data, **fields})
 
 
 class _EventHost:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar, overload
 
 from ._errors import MeshError
+from ._supervision import Dependency, find_cycle
 
 __all__ = [
     "EventHandlerSpec",
+    "Hooks",
     "MethodSpec",
     "ServiceRegistry",
     "ServiceSpec",
@@ -35,6 +37,10 @@ _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
 _SERVICE_ATTR: Final = "__mesh_service__"
 _METHOD_ATTR: Final = "__mesh_method__"
 _EVENT_ATTR: Final = "__mesh_event__"
+#: Lifecycle hooks a service class may define (``async def``, no arguments but self).
+_HOOKS: Final = ("start", "run", "stop")
+#: Most dependencies of one service.
+MAX_DEPENDENCIES: Final = 64
 
 #: How a handler runs: on the loop (coroutine, async generator) or in the pool.
 HandlerKind = Literal["coroutine", "sync", "async_stream", "sync_stream"]
@@ -50,6 +56,7 @@ class _ServiceMeta:
     version: str
     concurrency: int
     queue: int
+    depends_on: tuple[Dependency, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +72,34 @@ def service(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     queue: int = DEFAULT_QUEUE,
+    depends_on: Iterable[str] = (),
 ) -> Callable[[C], C]:
     """Mark a class as a service called ``name``.
 
     ``concurrency`` calls run at once; up to ``queue`` more wait for a slot, and
     calls beyond that fail at once with the retryable :class:`Overloaded`.
+    ``depends_on`` names services (``"db"``, or ``"cache@2"`` for any 2.x.y) that must
+    have a provider in the mesh before this one is offered (docs/guide-service-bus.md).
     """
     _check_name("service name", name)
     if type(concurrency) is not int or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
     if type(queue) is not int or queue < 0:
         raise ValueError(f"queue must be a non-negative integer, got {queue!r}")
+    if isinstance(depends_on, str):
+        raise TypeError(f"depends_on takes a list of service names, got {depends_on!r}")
+    dependencies = tuple(Dependency.parse(d) for d in depends_on)
+    if len(dependencies) > MAX_DEPENDENCIES:
+        raise ValueError(f"a service depends on at most {MAX_DEPENDENCIES} services")
+    names = [d.service for d in dependencies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"depends_on names a service twice: {[str(d) for d in dependencies]}")
 
     def mark(cls: C) -> C:
         if not isinstance(cls, type):
             raise TypeError("@service decorates a class; register functions with add_service")
-        setattr(cls, _SERVICE_ATTR, _ServiceMeta(name, str(version), concurrency, queue))
+        meta = _ServiceMeta(name, str(version), concurrency, queue, dependencies)
+        setattr(cls, _SERVICE_ATTR, meta)
         return cls
 
     return mark
@@ -181,8 +200,24 @@ class MethodSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Hooks:
+    """The lifecycle hooks of a service instance (bound methods; None where it has
+    none): ``async def start(self)``, ``run(self)``, ``stop(self)``, and
+    ``on_dependency_lost(self, name)`` (``async def`` or a plain ``def``)."""
+
+    start: Callable[[], Any] | None = None
+    run: Callable[[], Any] | None = None
+    stop: Callable[[], Any] | None = None
+    on_dependency_lost: Callable[[str], Any] | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.start, self.run, self.stop, self.on_dependency_lost))
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
-    """A registered service: its name, version, limits and methods."""
+    """A registered service: its name, version, limits and methods; the services it
+    depends on and its lifecycle hooks."""
 
     name: str
     version: str
@@ -191,6 +226,13 @@ class ServiceSpec:
     methods: Mapping[str, MethodSpec] = field(default_factory=dict)
     doc: str = ""
     events: tuple[EventHandlerSpec, ...] = ()
+    depends_on: tuple[Dependency, ...] = ()
+    hooks: Hooks = field(default_factory=Hooks)
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the node supervises it: it has lifecycle hooks or dependencies."""
+        return bool(self.depends_on) or bool(self.hooks)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -242,9 +284,13 @@ class ServiceRegistry:
             raise MeshError(f"service {service_name!r} is already registered on this node")
         methods = {}
         events = []
+        decorated = set()
         for attr in dir(type(obj)):
             fn = getattr(type(obj), attr, None)
             emeta = getattr(fn, _EVENT_ATTR, None)
+            mmeta = getattr(fn, _METHOD_ATTR, None)
+            if isinstance(emeta, _EventMeta) or isinstance(mmeta, _MethodMeta):
+                decorated.add(attr)
             if isinstance(emeta, _EventMeta):
                 bound = getattr(obj, attr)
                 events.append(
@@ -258,16 +304,16 @@ class ServiceRegistry:
                         inspect.iscoroutinefunction(inspect.unwrap(bound)),
                     )
                 )
-            mmeta = getattr(fn, _METHOD_ATTR, None)
             if isinstance(mmeta, _MethodMeta):
                 method_spec = _method_spec(service_name, getattr(obj, attr), mmeta, attr)
                 if method_spec.name in methods:
                     raise MeshError(f"{service_name}: two methods are named {method_spec.name!r}")
                 methods[method_spec.name] = method_spec
-        if not methods and not events:
+        hooks = _hooks(obj, decorated)
+        if not methods and not events and not hooks.run:
             raise MeshError(
                 f"service {service_name!r} has no methods: decorate them with @method, @stream"
-                " or @on_event"
+                " or @on_event (or give it an async def run(self))"
             )
         spec = ServiceSpec(
             name=service_name,
@@ -277,9 +323,28 @@ class ServiceRegistry:
             methods=MappingProxyType(methods),
             doc=inspect.getdoc(obj) or "",
             events=tuple(events),
+            depends_on=meta.depends_on,
+            hooks=hooks,
         )
+        self._check_cycle(spec)
         self._services[service_name] = spec
         return spec
+
+    def _check_cycle(self, spec: ServiceSpec) -> None:
+        """Refuse ``spec`` if its dependencies close a cycle among this node's services
+        (they would wait for each other for ever)."""
+        graph = {s.name: [d.service for d in s.depends_on] for s in self._services.values()}
+        graph[spec.name] = [d.service for d in spec.depends_on]
+        cycle = find_cycle(graph, spec.name)
+        if cycle is not None:
+            raise MeshError(
+                f"service {spec.name!r} would close a dependency cycle: {' -> '.join(cycle)}"
+                " (each would wait for the next for ever)"
+            )
+
+    def dependency_graph(self) -> dict[str, list[str]]:
+        """Service name -> names of the services it depends on (on any node)."""
+        return {s.name: [d.service for d in s.depends_on] for s in self._services.values()}
 
     def _add_function(
         self, fn: Callable[..., Any], name: str | None, version: str | None
@@ -312,6 +377,8 @@ class ServiceRegistry:
             concurrency=existing.concurrency if existing else DEFAULT_CONCURRENCY,
             queue=existing.queue if existing else DEFAULT_QUEUE,
             methods=MappingProxyType(methods),
+            depends_on=existing.depends_on if existing else (),
+            hooks=existing.hooks if existing else Hooks(),
         )
         return self._services[service_name]
 
@@ -358,6 +425,30 @@ def _method_spec(
         signature=signature,
         doc=inspect.getdoc(fn) or "",
     )
+
+
+def _hooks(obj: object, taken: set[str]) -> Hooks:
+    """The lifecycle hooks ``obj`` defines: ``start``, ``run`` and ``stop`` when they are
+    ``async def`` and take no argument (a method of that name that is not, such as a
+    plain ``def start(self, node)``, is no hook), and ``on_dependency_lost``. A name
+    exposed with @method (or handling events) is a method, not a hook."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name in (*_HOOKS, "on_dependency_lost"):
+        if name in taken:
+            continue
+        bound = getattr(obj, name, None)
+        if not callable(bound) or isinstance(getattr(type(obj), name, None), type):
+            continue
+        target = inspect.unwrap(bound)
+        arguments = () if name in _HOOKS else ("x",)
+        try:
+            inspect.signature(bound).bind(*arguments)
+        except (TypeError, ValueError):
+            continue
+        if name in _HOOKS and not inspect.iscoroutinefunction(target):
+            continue
+        found[name] = bound
+    return Hooks(**found)
 
 
 def _check_name(what: str, name: object) -> None:

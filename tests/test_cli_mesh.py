@@ -181,9 +181,11 @@ def test_services_json_and_table(running: Mesh) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
-        "NAME", "VERSIONS", "PROVIDERS", "REQUESTS", "ERRORS", "P50", "P99", "IN", "FLIGHT",
+        "NAME", "VERSIONS", "PROVIDERS", "STATE", "REQUESTS", "ERRORS", "P50", "P99",
+        "IN", "FLIGHT",
     ]  # fmt: skip
     assert lines[1].split()[:3] == ["calc", "1.0.0", "calc"]
+    assert lines[1].split()[3] == "up"  # STATE
     assert lines[2].split()[:3] == ["echo", "0.0.0", "echo"]
 
 

@@ -41,11 +41,12 @@ MEMBER_KEYS = {
 }  # fmt: skip
 #: What ``meshctl services --json`` lists of a service.
 SERVICE_KEYS = {
-    "name", "versions", "methods", "providers", "requests", "errors", "in_flight", "p50", "p99",
+    "name", "versions", "methods", "providers", "states", "requests", "errors", "in_flight",
+    "p50", "p99",
 }  # fmt: skip
 PROVIDER_KEYS = {
     "node", "id", "address", "status", "version", "state", "requests", "errors", "in_flight",
-    "p50", "p99",
+    "p50", "p99", "restarts", "last_crash", "depends_on",
 }  # fmt: skip
 #: ``meshctl inspect --json``.
 INSPECT_KEYS = {"name", "versions", "providers", "methods", "requests", "errors", "in_flight"}
@@ -247,7 +248,8 @@ async def test_services_json_is_as_documented_and_the_table_for_people() -> None
         assert code == 0, err
         lines = out.splitlines()
         assert lines[0].split() == [
-            "NAME", "VERSIONS", "PROVIDERS", "REQUESTS", "ERRORS", "P50", "P99", "IN", "FLIGHT",
+            "NAME", "VERSIONS", "PROVIDERS", "STATE", "REQUESTS", "ERRORS", "P50", "P99",
+            "IN", "FLIGHT",
         ]  # fmt: skip
         assert [line.split()[:3] for line in lines[1:]] == [
             ["calc", "1.0.0", "calc"], ["echo", "0.0.0", "echo"], ["text", "0.0.0", "calc"],
