@@ -4,7 +4,15 @@ import logging
 
 from . import sync
 from ._client import RoutedStream, Stream
-from ._config import ENV_VARS, PROFILES, Config, Limits, MembershipSettings, Timings
+from ._config import (
+    ENV_VARS,
+    PROFILES,
+    Config,
+    Limits,
+    MembershipSettings,
+    SupervisionSettings,
+    Timings,
+)
 from ._context import CallContext, current_call
 from ._errors import (
     AuthenticationFailed,
@@ -102,6 +110,7 @@ __all__ = [
     "ServiceStatistics",
     "Stream",
     "Subscription",
+    "SupervisionSettings",
     "Timings",
     "TopicStatistics",
     "TransportError",

@@ -16,6 +16,7 @@ def test_public_names() -> None:
     assert set(mesh.__all__) == {
         # configuration
         "ENV_VARS", "PROFILES", "Config", "Limits", "Timings", "MembershipSettings",
+        "SupervisionSettings",
         # the node, services and calls
         "Node", "NodeStatistics", "PeerInfo", "Proxy", "ProxyMethod", "Stream",
         "service", "method", "stream", "current_call", "CallContext",

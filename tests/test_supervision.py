@@ -35,11 +35,11 @@ from mesh import (
     NoProvider,
     RemoteError,
     Subscription,
+    SupervisionSettings,
     Unavailable,
     method,
     service,
 )
-from mesh._config import SupervisionSettings
 from mesh.testing import fresh_config
 from tests.programs import node_env, node_program, read_line, stop
 

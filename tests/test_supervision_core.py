@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh import MeshError, method, service
+from mesh import MeshError, SupervisionSettings, method, service
 from mesh._catalog import WIRE_STATE, Record, ServiceInfo
-from mesh._config import SupervisionSettings
 from mesh._errors import ProtocolError
 from mesh._events import SystemEvents
 from mesh._listing import MemberInfo, choose_provider
