@@ -146,6 +146,7 @@ async def test_a_failing_job_is_retried_by_its_schedule_then_dead_with_an_event(
         # retry from the dead letters: it runs (and fails) again
         assert await provider._jobs.retry(job_id)  # type: ignore[union-attr]
         await eventually(lambda: len(mailer.runs) == 6, 10.0, "retried")
+        await eventually(lambda: provider.jobs()["dead"], 5.0, "dead again")
         assert await provider._jobs.drop(job_id)  # type: ignore[union-attr]
         assert not provider.jobs()["dead"]
 
