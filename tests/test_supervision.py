@@ -41,6 +41,7 @@ from mesh import (
     service,
 )
 from mesh.testing import fresh_config
+from nodes.kv import KV
 from tests.programs import node_env, node_program, read_line, stop
 
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
@@ -98,9 +99,16 @@ def hook(service: str, name: str) -> Callable[[dict[str, Any]], bool]:
     return lambda line: line.get("service") == service and line.get("hook") == name
 
 
+def api_hook(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: line.get("event") == "api" and line.get("hook") == name
+
+
 @asynccontextmanager
-async def program(observer: Node, name: str, **settings: str) -> AsyncIterator[Lines]:
-    """``tests.supervised_node`` as node ``name``, joined through ``observer``. What
+async def program(
+    observer: Node, name: str, module: str = "tests.supervised_node", **settings: str
+) -> AsyncIterator[Lines]:
+    """``module`` (by default tests/supervised_node.py) as node ``name``, joined through
+    ``observer``. What
     waits for the process runs in a thread: the observer's loop must keep answering
     probes (a loop blocked for a second is a node that others declare dead)."""
     env = node_env(
@@ -110,7 +118,7 @@ async def program(observer: Node, name: str, **settings: str) -> AsyncIterator[L
         MESH_SEEDS=observer.address,
         **settings,
     )
-    with node_program("tests.supervised_node", env) as proc:
+    with node_program(module, env) as proc:
         lines = Lines(proc)
         ready = await asyncio.to_thread(read_line, proc)
         assert ready["event"] == "ready", ready
@@ -530,3 +538,46 @@ async def test_a_cycle_is_refused_at_add_service_and_nothing_is_offered() -> Non
             node.add_service(Z())
         assert "z" not in node.local_services
         assert node.listing().service("z") is None
+
+
+async def test_the_api_node_program_waits_for_kv_and_follows_it() -> None:
+    """nodes.api, as docs/guide-service-bus.md runs it, with kv on the observer."""
+    async with (
+        observer() as here,
+        program(here, "front", "nodes.api", API_INTERVAL="0.05") as api,
+    ):
+        await eventually(lambda: state(here, "front", "api") == "waiting", 10.0, "waiting")
+        here.add_service(KV(here.publish))
+        await here.wait_for_service("api", timeout=10.0)
+        await api.until(api_hook("start"))
+        await here.call("api.put", "greeting", "hello")
+        assert await here.call("api.get", "greeting") == "hello"
+        await eventually_async(
+            lambda: here.call("api.status"), lambda s: s["keys"] == 1, 5.0, "counted"
+        )
+        here.remove_service("kv")  # its only provider: api is degraded
+        await api.until(api_hook("dependency_lost"), 10.0)
+        await eventually(lambda: state(here, "front", "api") == "degraded", 5.0, "degraded")
+        assert (await here.call("api.status"))["lost"] == ["kv"]
+        here.add_service(KV(here.publish))  # back: api restarts
+        await api.until(api_hook("start"), 10.0)
+        assert [line["hook"] for line in api.seen if line["event"] == "api"][-2:] == [
+            "stop", "start",
+        ]  # fmt: skip
+        await eventually(lambda: state(here, "front", "api") == "up", 5.0, "up again")
+        assert (await here.call("api.status"))["starts"] == 2
+        assert await stopped(api.proc) == 0
+
+
+async def eventually_async(
+    get: Callable[[], Any], check: Callable[[Any], bool], timeout: float, what: str
+) -> Any:
+    """Await ``get()`` until ``check`` holds for what it returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await get()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {value!r})")
+        await asyncio.sleep(0.02)
