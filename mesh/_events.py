@@ -46,6 +46,8 @@ SERVICE_CRASHED: Final = "$mesh.service.crashed"
 SERVICE_RESTARTED: Final = "$mesh.service.restarted"
 SERVICE_FAILED: Final = "$mesh.service.failed"
 TOPIC_NEW: Final = "$mesh.topic.new"
+#: A job of a durable queue moved to the dead letters (emitted by mesh/_jobrunner.py).
+JOB_DEAD: Final = "$mesh.job.dead"
 #: Every system event topic a node derives (docs/events.md, "System events").
 SYSTEM_TOPICS: Final = (
     NODE_JOINED,
@@ -57,6 +59,7 @@ SYSTEM_TOPICS: Final = (
     SERVICE_RESTARTED,
     SERVICE_FAILED,
     TOPIC_NEW,
+    JOB_DEAD,
 )
 
 

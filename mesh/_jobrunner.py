@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import CallContext
 from ._errors import CallError, ConfigError, MeshError, ProtocolError, Reject, error_to_wire
+from ._events import JOB_DEAD
 from ._jobs import DedupWindow, Job, check_retries, choose_store, is_last, next_delay
 from ._jobstore import (
     JobStore,
@@ -41,8 +42,6 @@ __all__ = ["JOB_DEAD", "JobRunner", "serve_job_call"]
 
 log = logging.getLogger("mesh.jobs")
 
-#: The system event of a job that moved to the dead letters.
-JOB_DEAD = "$mesh.job.dead"
 #: Most jobs one ``$mesh.job.take`` carries.
 TAKE_BATCH = 256
 #: States a sender settles an outbox job with (the provider finished with it).
