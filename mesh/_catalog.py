@@ -71,6 +71,7 @@ __all__ = [
     "WIRE_STATES",
     "Catalog",
     "CatalogMessage",
+    "Crash",
     "CatalogStatistics",
     "MethodInfo",
     "MethodLoad",
