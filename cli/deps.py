@@ -127,13 +127,16 @@ def dependency_trees(
 
     trees = [tree(top, ()) for top in tops]
     if root is None:  # services reached from no top (they depend on each other) too
-        shown = set()
+        shown: set[str] = set()
         stack = list(trees)
-        while stack:
-            node = stack.pop()
-            shown.add(node["service"])
-            stack += node["depends_on"]
-        trees += [tree(name, ()) for name in sorted(set(offers) - shown)]
+        for name in sorted(offers):
+            while stack:
+                node = stack.pop()
+                shown.add(node["service"])
+                stack += node["depends_on"]
+            if name not in shown:
+                trees.append(tree(name, ()))
+                stack.append(trees[-1])
     return trees
 
 

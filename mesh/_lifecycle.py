@@ -121,6 +121,7 @@ class Lifecycle:
         self._order = None
         if self._started:
             entry.todo.extend(entry.machine.begin(self._present, time.monotonic()))
+            self._ensure_loop()
             self._poke()
         self._mark(entry)
 
@@ -142,7 +143,8 @@ class Lifecycle:
         self._poke()  # its dependents look again
 
     def begin(self) -> None:
-        """The node started: start what can start, and the supervisor loop."""
+        """The node started: start what can start, and the supervisor loop (once there
+        is something to supervise)."""
         if self._started or self._closed:
             return
         self._started = True
@@ -152,9 +154,14 @@ class Lifecycle:
             entry = self._entries[name]
             entry.todo.extend(entry.machine.begin(self._present, now))
             self._mark(entry)
-        self._loop = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"{self._host.node_name}: supervisor"
-        )
+        if self._entries:
+            self._ensure_loop()
+
+    def _ensure_loop(self) -> None:
+        if self._loop is None and not self._closed:
+            self._loop = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"{self._host.node_name}: supervisor"
+            )
 
     def changed(self) -> None:
         """The mesh's listing changed: dependencies are looked at again."""

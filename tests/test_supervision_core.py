@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 
+import click
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh import MeshError, SupervisionSettings, method, service
+from cli.deps import dependency_trees, lines
+from mesh import PROFILES, ConfigError, MeshError, SupervisionSettings, Timings, method, service
 from mesh._catalog import WIRE_STATE, Record, ServiceInfo
 from mesh._errors import ProtocolError
 from mesh._events import SystemEvents
@@ -438,3 +440,59 @@ def test_system_events_from_another_nodes_listing() -> None:
     assert [t for t, _ in update(member("me", api("restarting", 0, first)))] == [
         "$mesh.service.down"
     ]
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_supervision_settings_are_checked_and_profiles_have_them() -> None:
+    assert PROFILES["lan"].supervision == SupervisionSettings()
+    assert PROFILES["test"].supervision.backoff_max < SupervisionSettings().backoff_max
+    for bad, words in [
+        ({"max_restarts": 0}, "supervision.max_restarts"),
+        ({"restart_window": -1.0}, "supervision.restart_window"),
+        ({"backoff_initial": 2.0, "backoff_max": 1.0}, "must not be more than backoff_max"),
+        ({"hook_timeout": float("inf")}, "supervision.hook_timeout"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            SupervisionSettings(**bad)
+    with pytest.raises(ConfigError, match=r"timings\.supervision"):
+        Timings(1.0, 1.0, 1.0, supervision="fast")  # type: ignore[arg-type]
+
+
+# -- meshctl deps ----------------------------------------------------------------------------
+
+
+def test_dependency_trees_follow_constraints_and_mark_missing_and_cycles() -> None:
+    crash = Crash(5.0, "ValueError: x")
+    members = [
+        member("1", ServiceInfo("web", "1.0.0", "up", depends_on=("api",))),
+        member("2", ServiceInfo("api", "1.0.0", "degraded", (), 1, None, ("db@2", "cache"))),
+        member("3", ServiceInfo("api", "1.0.0", "failed", (), 5, crash, ("db@2",))),
+        member("4", ServiceInfo("db", "1.4.0", "up")),  # not 2.x: does not count
+        member("5", ServiceInfo("ping", "1.0", "waiting", depends_on=("pong",))),
+        member("6", ServiceInfo("pong", "1.0", "waiting", depends_on=("ping",))),
+        member("7", ServiceInfo("cache", "1.0", "up"), status="dead"),  # not live
+    ]
+    trees = dependency_trees(members)
+    assert trees is not None
+    assert [t["service"] for t in trees] == ["web", "ping"]  # pong: in ping's tree
+    web = trees[0]
+    (api,) = web["depends_on"]
+    assert api["state"] == "degraded"
+    assert [p["state"] for p in api["providers"]] == ["degraded", "failed"]
+    assert [(d["requires"], d["state"]) for d in api["depends_on"]] == [
+        ("db@2", "missing"), ("cache", "missing"),
+    ]  # fmt: skip
+    ping = trees[1]
+    back = ping["depends_on"][0]["depends_on"][0]
+    assert (back["service"], back["cycle"], back["depends_on"]) == ("ping", True, [])
+    assert dependency_trees(members, "nothing") is None
+    assert [click.unstyle(line) for line in lines(trees[0])] == [
+        "web  up  n-1 up",
+        "└── api  degraded  n-2 degraded (1 restart), n-3 failed (5 restarts; ValueError: x)",
+        "    ├── db@2  missing",
+        "    └── cache  missing",
+    ]
+    last = click.unstyle(lines(trees[1])[-1])
+    assert last == "    └── ping  waiting  n-5 waiting  (cycle: depends on a service above)"
