@@ -177,7 +177,9 @@ class Lifecycle:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         for name in reversed(self._ordered()):
-            entry = self._entries[name]
+            entry = self._entries.get(name)
+            if entry is None:  # removed meanwhile: remove() stops it
+                continue
             running = bool(entry.machine.stop())
             if running or entry.run is not None:
                 await self._stop_hooks(entry, call_stop=running)
