@@ -44,6 +44,8 @@ log = logging.getLogger("mesh.jobs")
 
 #: Most jobs one ``$mesh.job.take`` carries.
 TAKE_BATCH = 256
+#: Seconds closing waits for the runner's cancelled tasks before closing the store.
+CLOSE_WAIT = 5.0
 #: States a sender settles an outbox job with (the provider finished with it).
 SETTLED = frozenset({"done", "dead", "duplicate", "dropped"})
 
@@ -133,7 +135,16 @@ class JobRunner:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks)
+            # Bounded: closing a node must end even if a task does not (the store is
+            # closed regardless; what a task had not written stays as it was).
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_WAIT)
+            if stuck:
+                log.warning(
+                    "jobs: %d task(s) still running %.0f s after cancel: %s",
+                    len(stuck),
+                    CLOSE_WAIT,
+                    ", ".join(sorted(t.get_name() for t in stuck)),
+                )
         await self.store.aclose()
 
     # -- the sender's side ------------------------------------------------------------------
