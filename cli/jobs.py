@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import FAILED, Settings, fail, global_options, run, to_json
+from cli._common import FAILED, USAGE, Settings, fail, global_options, run, to_json
 from cli.call import arguments_options, call_arguments
 
 if TYPE_CHECKING:
@@ -43,13 +43,15 @@ def enqueue(
     it runs by its retry schedule even if meshctl, or that provider, stops. ARGS are
     read as for ``meshctl call``. Exits 3 when no provider with a job store takes it.
     """
+    if node is not None:  # a shared option of call/stream: the provider is chosen here
+        fail("enqueue: --node is not supported (the job goes to a provider by its key)", USAGE)
     values, kwargs = call_arguments(target, args, args_json, keywords)
     schedule = None
     if retries is not None:
         try:
             schedule = [float(t) for t in retries.split(",") if t.strip()]
         except ValueError:
-            fail(f"--retries: expected seconds separated by commas, got {retries!r}", 2)
+            fail(f"--retries: expected seconds separated by commas, got {retries!r}", USAGE)
 
     async def work(given: Settings, config: mesh.Config) -> str:
         import mesh
@@ -80,7 +82,7 @@ def jobs(ctx: click.Context, action: str | None, job_id: str | None, node: str |
     or outbox). Both exit 1 when no node holds ID.
     """
     if action is not None and not job_id:
-        fail(f"jobs {action}: give the job id", 2)
+        fail(f"jobs {action}: give the job id", USAGE)
     as_json = ctx.find_root().obj.as_json
 
     async def listing(given: Settings, config: mesh.Config) -> list[dict[str, Any]]:

@@ -18,8 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 from ._context import _current
 from ._deadlines import DeadlineQueue
@@ -135,7 +134,7 @@ class Stream(AsyncResource):
             self._items.clear()
 
 
-class RoutedStream:
+class RoutedStream(AsyncResource):
     """A stream whose provider is chosen (and connected to) when it is first used;
     used like :class:`Stream`."""
 
@@ -162,17 +161,9 @@ class RoutedStream:
         if self._stream is not None:
             await self._stream.aclose()
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Choose and connect the provider now (``async with`` does)."""
         await self._get()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Outgoing:

@@ -22,8 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ._client import Outgoing, RoutedStream, Stream
 from ._config import Config
@@ -39,6 +38,7 @@ from ._listing import (
     service_listings,
 )
 from ._node import Node
+from ._resource import AsyncResource
 from ._server import WorkerStatus
 from ._wire import PROTOCOL_MAX, PROTOCOL_MIN
 
@@ -86,7 +86,7 @@ class Ping:
         }
 
 
-class Client:
+class Client(AsyncResource):
     """``async with Client(seeds=["tcp://10.0.0.5:7000"]) as client: ...``.
 
     Built like a :class:`Node` (a :class:`Config`, by default ``Config.from_env()``,
@@ -109,22 +109,14 @@ class Client:
         self._fed: dict[str, MemberInfo] = {}
         self._refresher: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Find a node of the mesh (``async with`` does): :class:`NoMeshFound` else."""
         await self._node.start()
         try:
             self.via = await self._find()
         except BaseException:
             await self._node.aclose(grace=0)
             raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop following the mesh; every subscription ends; the node closes."""

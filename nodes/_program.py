@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from mesh import Config, MeshError, Node
+from mesh import Config, ConfigError, MeshError, Node
 
 Setup = Callable[[Node], Awaitable[None]]
 
@@ -80,3 +81,18 @@ async def _introduce(node: Node, address: str) -> None:
             "version": peer.version,
         }
     print(json.dumps(line), flush=True)
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """Environment variable ``name`` as a positive number of seconds (``default`` when
+    unset or empty); :class:`mesh.ConfigError` naming it otherwise."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive number of seconds, got {text!r}")
+    return value

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 from typing import Any
 
-from mesh import ConfigError, MeshError, Node, method, service
-from nodes._program import run
+from mesh import MeshError, Node, method, service
+from nodes._program import run, seconds_from_env
 
 DEFAULT_INTERVAL = 1.0
 
@@ -82,17 +80,9 @@ class Api:
 
 
 def interval_from_env() -> float:
-    """``API_INTERVAL`` in seconds (default 1.0); :class:`mesh.ConfigError` otherwise."""
-    text = os.environ.get("API_INTERVAL", "").strip()
-    if not text:
-        return DEFAULT_INTERVAL
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"API_INTERVAL: expected a positive number of seconds, got {text!r}")
-    return value
+    """``API_INTERVAL`` in seconds (default 1.0); :class:`mesh.ConfigError` if it is not a
+    positive number."""
+    return seconds_from_env("API_INTERVAL", DEFAULT_INTERVAL)
 
 
 async def setup(node: Node) -> None:

@@ -10,12 +10,10 @@ The ``clock`` service answers ``clock.now()`` with the same wall clock.
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 import time
 
-from mesh import ConfigError, MeshError, Node, method, service
-from nodes._program import run
+from mesh import MeshError, Node, method, service
+from nodes._program import run, seconds_from_env
 
 #: The topic of the ticks.
 TOPIC = "clock.tick"
@@ -67,18 +65,9 @@ class Clock:
 
 
 def interval_from_env() -> float:
-    """``CLOCK_INTERVAL`` in seconds (default 1.0); :class:`mesh.ConfigError` if it is not
-    a positive number."""
-    text = os.environ.get("CLOCK_INTERVAL", "").strip()
-    if not text:
-        return DEFAULT_INTERVAL
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"CLOCK_INTERVAL: expected a positive number of seconds, got {text!r}")
-    return value
+    """``CLOCK_INTERVAL`` in seconds (default 1.0); :class:`mesh.ConfigError` if it is not a
+    positive number."""
+    return seconds_from_env("CLOCK_INTERVAL", DEFAULT_INTERVAL)
 
 
 async def setup(node: Node) -> None:

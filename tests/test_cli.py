@@ -181,3 +181,18 @@ def test_demo_keep_runs_until_interrupted_and_says_what_to_try() -> None:
     assert proc.returncode == 0, errors
     assert json.loads(rest)["left_cleanly"] == 3
     assert_none_left(mesh_name)
+
+
+def test_enqueue_refuses_node_a_usage_error_before_connecting() -> None:
+    meshctl = str(Path(sys.executable).parent / "meshctl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    result = subprocess.run(
+        [meshctl, "enqueue", "mailer.send", "x", "--node", "n1", "--no-discovery"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--node is not supported" in result.stderr
