@@ -138,12 +138,6 @@ def _optional_path(label: str, value: object) -> Path | None:
     return Path(value)
 
 
-def _jobs_db(label: str, value: object) -> Path | None:
-    if value == ":memory:":
-        return Path(":memory:")
-    return _optional_path(label, value)
-
-
 def _synchronous(label: str, value: object) -> str:
     text = _string(label, value).upper()
     if text not in ("FULL", "NORMAL"):
@@ -511,7 +505,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "secret_file": _optional_path,
     "keys_dir": _optional_path,
     "tags": _tags,
-    "jobs_db": _jobs_db,
+    "jobs_db": _optional_path,  # ":memory:" too: a path like any other here
     "jobs_synchronous": _synchronous,
     "jobs_lease": _positive_float,
     "jobs_concurrency": _positive_int,

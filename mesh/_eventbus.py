@@ -104,7 +104,7 @@ class EventStatistics:
 @dataclass(slots=True)
 class _Batch:
     """What a topic published in this loop turn: its numbering, its first number, its
-    timestamp (every event of the batch carries it), the packed data, how many, their
+    timestamp (every event of the batch carries it), the packed data, their
     size and the room there is."""
 
     state: _Topic
@@ -112,7 +112,6 @@ class _Batch:
     timestamp: float
     room: int
     packed: list[bytes] = field(default_factory=list)
-    count: int = 0
     size: int = 0
 
 
@@ -266,7 +265,6 @@ class EventBus:
         self._system: SystemEvents | None = None
         self._pending: dict[str, _Batch] = {}
         self._flush_scheduled = False
-        self._listed_topics: set[str] = set()
         self._outstanding: collections.Counter[str] = collections.Counter()
         self._group_index: dict[tuple[str, str], list[MemberInfo]] | None = None
         self._group_delivered = self._group_redelivered = self._group_lost = 0
@@ -295,12 +293,11 @@ class EventBus:
         else:
             packed = self._pack(data)
             size = len(packed)
-            if batch.count >= BATCH_MOST or batch.size + size > batch.room:
+            if len(batch.packed) >= BATCH_MOST or batch.size + size > batch.room:
                 self._send(topic, batch)
                 batch = self._open_batch(topic)
         event = next_event(batch.state, topic, self.node_id, data, batch.timestamp)
         batch.packed.append(packed)
-        batch.count += 1
         batch.size += size
         if self._plain_refs:
             self._deliver(event)
@@ -314,8 +311,7 @@ class EventBus:
         batch = self._pending[topic] = _Batch(
             state, state.seq + 1, time.time(), self._codec.batch_room(topic, self.node_id)
         )
-        if topic not in self._listed_topics:
-            self._listed_topics.add(topic)
+        if state.seq == 0:  # a topic never published: the record lists it now
             self._host.events_listing_changed()
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._context import CallContext
 from ._errors import CallError, ConfigError, MeshError, ProtocolError, Reject, error_to_wire
 from ._events import JOB_DEAD
-from ._jobs import DedupWindow, Job, check_retries, choose_store, is_last, next_delay
+from ._jobs import MAX_KEY, DedupWindow, Job, check_retries, choose_store, is_last, next_delay
 from ._jobstore import (
     JobStore,
     delete,
@@ -160,8 +160,10 @@ class JobRunner:
         parse_target(target)
         schedule = check_retries(retries)
         if key is not None:
-            if not isinstance(key, str) or not 1 <= len(key) <= 256:
-                raise ValueError(f"key: expected text of 1 to 256 characters, got {key!r:.80}")
+            if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
+                raise ValueError(
+                    f"key: expected text of 1 to {MAX_KEY} characters, got {key!r:.80}"
+                )
             if (same := self._out_keys.get(key)) is not None:
                 return same  # already in the outbox: the same job
         job = Job(
@@ -495,8 +497,7 @@ class JobRunner:
             "error": error,
             "node": self._node.name,
         }
-        bus = self._node._events
-        bus._deliver(bus._system_sequencer.next(JOB_DEAD, data, time.time()))
+        self._node._events.system_event(JOB_DEAD, data)
 
     def _report(self, job: Job, state: str) -> None:
         """Tell the sender (if it is a member) now rather than at its next poll."""

@@ -14,14 +14,13 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ProtocolError
 
 __all__ = [
     "DEFAULT_RETRIES",
-    "HANDOFF_STATES",
     "DedupWindow",
     "Job",
     "check_retries",
@@ -33,9 +32,6 @@ __all__ = [
 #: The retry schedule of a job that gives none: seconds to wait before the 2nd, 3rd,
 #: ... attempt (so 4 attempts in all).
 DEFAULT_RETRIES: tuple[float, ...] = (1.0, 10.0, 60.0)
-#: What ``$mesh.job.take`` answers per job: newly stored, already held (same id), done
-#: or dead already (same id, or same key within the window: a duplicate).
-HANDOFF_STATES = frozenset({"stored", "held", "done", "dead"})
 #: Longest idempotency key (characters) and most delays in a schedule.
 MAX_KEY = 256
 MAX_RETRIES = 100
@@ -139,9 +135,6 @@ class Job:
         if not isinstance(job.sender, str) or not isinstance(job.sender_store, str):
             raise ProtocolError("a job's sender and sender_store are text")
         return job
-
-    def copy(self) -> Job:
-        return replace(self, extra=dict(self.extra))
 
 
 class DedupWindow:

@@ -12,7 +12,6 @@ keys done or dead, the idempotency window).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import secrets
@@ -296,7 +295,3 @@ def put_seen(job_id: str, key: str | None, state: str, at: float) -> Op:
 
 def forget_seen(ids: list[str]) -> Op:
     return (f"DELETE FROM seen WHERE id IN ({','.join('?' * len(ids))})", ids)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value)

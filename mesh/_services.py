@@ -333,8 +333,7 @@ class ServiceRegistry:
     def _check_cycle(self, spec: ServiceSpec) -> None:
         """Refuse ``spec`` if its dependencies close a cycle among this node's services
         (they would wait for each other for ever)."""
-        graph = {s.name: [d.service for d in s.depends_on] for s in self._services.values()}
-        graph[spec.name] = [d.service for d in spec.depends_on]
+        graph = {**self.dependency_graph(), spec.name: [d.service for d in spec.depends_on]}
         cycle = find_cycle(graph, spec.name)
         if cycle is not None:
             raise MeshError(

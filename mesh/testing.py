@@ -36,6 +36,7 @@ from ._config import Config
 from ._context import CallContext, _current
 from ._errors import MeshError
 from ._node import Node
+from ._resource import AsyncResource
 from ._services import _METHOD_ATTR, _SERVICE_ATTR, _MethodMeta, _ServiceMeta
 
 # The fixtures (mesh_config, mesh_cluster, mesh_node) are found by pytest, not imported.
@@ -61,7 +62,7 @@ def fresh_config(**overrides: Any) -> Config:
     return Config(**settings)
 
 
-class Cluster:
+class Cluster(AsyncResource):
     """Nodes of one mesh in this process: ``nodes = await cluster(3)``.
 
     Every node after the first joins through the first (its seed). :meth:`aclose`
@@ -120,12 +121,6 @@ class Cluster:
         nodes, self.nodes = self.nodes, []
         for node in reversed(nodes):
             await node.aclose(grace=0)
-
-    async def __aenter__(self) -> Cluster:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def _listed_alive(member: Any) -> bool:
