@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,26 +31,48 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> dict[str,
     Reads the pipe's file descriptor itself (os.read), keeping what follows the line
     for the next call: a buffered ``readline`` would take several lines into its buffer
     while ``select`` reports the pipe empty, and the next call would wait in vain."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    pending: bytearray = _pending.setdefault(proc.pid, bytearray())
+    found = read_any([proc], timeout)
+    if found is None:
+        raise TimeoutError(f"no line from pid {proc.pid} within {timeout} s")
+    return found[1]
+
+
+def read_any(
+    procs: Sequence[subprocess.Popen[bytes]], timeout: float
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]] | None:
+    """The next JSON line any of ``procs`` prints within ``timeout`` seconds, and which
+    printed it; None when none did. EOFError when one of them exits."""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
+        for proc in procs:
+            assert proc.stdout is not None
+            selector.register(proc.stdout.fileno(), selectors.EVENT_READ, proc)
         while True:
-            while b"\n" in pending:
-                end = pending.index(b"\n")
-                text = pending[:end].decode().strip()
-                del pending[: end + 1]
-                if text.startswith("{"):
-                    return dict(json.loads(text))
+            for proc in procs:
+                line = _take_line(_pending.setdefault(proc.pid, bytearray()))
+                if line is not None:
+                    return proc, line
             left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                raise TimeoutError(f"no line from pid {proc.pid} within {timeout} s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise EOFError(f"pid {proc.pid} exited with {proc.wait(5)}")
-            pending += chunk
+            ready = selector.select(left) if left > 0 else []
+            if not ready:
+                return None
+            for key, _ in ready:
+                proc = key.data
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    raise EOFError(f"pid {proc.pid} exited with {proc.wait(5)}")
+                _pending[proc.pid] += chunk
+
+
+def _take_line(pending: bytearray) -> dict[str, Any] | None:
+    """Take the first JSON line out of ``pending`` (skipping other whole lines)."""
+    while b"\n" in pending:
+        end = pending.index(b"\n")
+        text = pending[:end].decode().strip()
+        del pending[: end + 1]
+        if text.startswith("{"):
+            return dict(json.loads(text))
+    return None
 
 
 #: What was read from each program's stdout after its last whole line, by PID.

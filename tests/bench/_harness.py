@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -45,6 +46,19 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that end children
 
 
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Raise :class:`OutOfTime` in the block after ``seconds`` (SIGALRM), and turn SIGTERM
+    into SystemExit, so both unwind through the finally blocks that end child processes."""
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+
+
 def run(
     args: argparse.Namespace,
     measure: Callable[[argparse.Namespace], Any],
@@ -54,13 +68,8 @@ def run(
     """Measure within ``args.time_limit`` seconds (SIGTERM and the limit unwind through the
     code that ends the child processes), then print the table or ``--json``; with
     ``--check``, 1 when a ratio misses its target."""
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(args.time_limit)
-    try:
+    with time_limit(args.time_limit):
         figures = measure(args)
-    finally:
-        signal.alarm(0)
     result = report(figures, args)
     if args.json:
         print(json.dumps(result, indent=2))
