@@ -29,9 +29,18 @@ bench *args:
         *) python -m tests.bench.rpc "$@"; python -m tests.bench.events; python -m tests.bench.jobs ;;
     esac
 
-# the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite)
+# the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite), then 30 node processes converging
 sim *args:
     python -m tests.sim --nodes 10000 {{args}}
+    python -m tests.converge --nodes 30
+
+# real node processes on 127.0.0.1 start together and converge (default 30; docs/performance.md)
+converge *args:
+    python -m tests.converge {{args}}
+
+# 1,000,000 calls and events through two node processes; memory and fds before and after
+soak *args:
+    python -m tests.soak {{args}}
 
 # a local demo mesh and its listing
 demo:
