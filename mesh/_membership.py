@@ -12,7 +12,8 @@ the drawing is in docs/architecture.md, the details in docs/membership.md)::
 
     (unknown) --alive--> ALIVE --probe fails, most relays nack / suspect heard--> SUSPECT
     SUSPECT --alive(i+1): the member refuted--> ALIVE
-    SUSPECT --suspicion timer runs out / dead heard--> DEAD      ALIVE --dead heard--> DEAD
+    SUSPECT --timer runs out, last direct ping unanswered / dead heard--> DEAD
+    ALIVE --dead heard--> DEAD
     ALIVE, SUSPECT, DEAD --left(i+1), said by the member itself--> LEFT
     DEAD, LEFT --alive(i+1)--> ALIVE           DEAD, LEFT --dead_ttl later--> (forgotten)
     any --alive of another id with the same name and address--> (replaced at once)
@@ -237,6 +238,8 @@ class MemberStatistics:
     refutations: int = 0
     #: Suspects told of their suspicion when they made contact (see _tell_suspect).
     suspects_told: int = 0
+    #: Suspects pinged once more when their suspicion ran out (see _run_suspicions).
+    last_checks: int = 0
     #: Updates refused as implausible: an incarnation far past the one known (forged).
     implausible: int = 0
     stalls: int = 0
@@ -304,12 +307,16 @@ class _Suspicion:
     expected: int
     accusers: list[str]
     deadline: float
+    #: The sequence number of the last direct ping sent when the timer ran out (0: none).
+    check: int = 0
 
     def confirm(self, accuser: str) -> bool:
         """Count an independent accuser; True if it is new."""
         if accuser in self.accusers or len(self.accusers) > self.expected:
             return False
         self.accusers.append(accuser)
+        if self.check:
+            return True  # the last check's answer is awaited: its deadline stands
         timeout = suspicion_timeout(len(self.accusers) - 1, self.expected, self.low, self.high)
         self.deadline = self.started + timeout
         return True
@@ -379,23 +386,24 @@ class _Broadcasts:
         chosen: list[_Queued] = []
         spent = 0
         own = self._queued.get(self._own_id)
-        candidates = [own] if own is not None else []
+        if own is not None:
+            spent = _member_size(own.member)
+            if spent > budget:
+                return ()
+            chosen.append(own)
+        full = False
         for bucket in self._buckets:
             for queued in reversed(bucket.values()):
-                candidates.append(queued)
-                if len(candidates) > budget // 16:  # no update is smaller than that
+                if queued is own:
+                    continue  # already first
+                size = _member_size(queued.member)
+                if spent + size > budget:
+                    full = True
                     break
-            else:
-                continue
-            break
-        for index, queued in enumerate(candidates):
-            if index and queued is own:
-                continue  # already first
-            size = _member_size(queued.member)
-            if spent + size > budget:
+                spent += size
+                chosen.append(queued)
+            if full:
                 break
-            spent += size
-            chosen.append(queued)
         for queued in chosen:
             self._move(queued, limit)
         return tuple(q.member for q in chosen)
@@ -611,7 +619,7 @@ class Membership:
                 self._send(out, message.reply_to, Ack(message.seq, self.id, self._piggyback()))
         elif isinstance(message, Ack):
             self._merge(message.updates, now, self._address_of(message.source))
-            self._on_ack(message, out)
+            self._on_ack(message, now, out)
         elif isinstance(message, PingReq):
             self._merge(message.updates, now, message.reply_to)
             self._relay(message, now, out)
@@ -655,7 +663,7 @@ class Membership:
             self._run_relays(now, out)
         self._run_probe(now, out)
         if self._suspicions:
-            self._run_suspicions(now)
+            self._run_suspicions(now, out)
         if self._gone:
             self._purge(now)
         if now >= self._next_gossip:
@@ -780,7 +788,7 @@ class Membership:
             self._rng.shuffle(self._probe_order)
         return None
 
-    def _on_ack(self, ack: Ack, out: list[Send]) -> None:
+    def _on_ack(self, ack: Ack, now: float, out: list[Send]) -> None:
         probe = self._probe
         if probe is not None and probe.seq == ack.seq:
             self._probe = None
@@ -790,6 +798,15 @@ class Membership:
         if relay is not None:
             self._send(out, relay.reply_to, Ack(relay.seq, self.id))
             return
+        for id, suspicion in self._suspicions.items():
+            if suspicion.check == ack.seq:
+                # Reachable, yet no refutation came with the answer (it carries one when
+                # the suspect had room): no death; the suspicion starts over.
+                suspicion.check = 0
+                suspicion.started = now
+                suspicion.deadline = now + suspicion.low
+                heapq.heappush(self._suspicion_timers, (suspicion.deadline, id))
+                return
         self.statistics.late_acks += 1  # its probe is over: the verdict stands
 
     def _relay(self, request: PingReq, now: float, out: list[Send]) -> None:
@@ -808,14 +825,31 @@ class Membership:
             relay = self._relays.pop(seq)
             self._send(out, relay.reply_to, Nack(relay.seq, self.id))
 
-    def _run_suspicions(self, now: float) -> None:
+    def _run_suspicions(self, now: float, out: list[Send]) -> None:
+        """A suspicion that runs out first sends the suspect one last direct ping, with
+        its suspicion; only when that goes unanswered for a probe timeout is it dead.
+        After a partition heals, the refutations of the nodes that were cut off take a
+        while to reach every node of a large mesh; a suspect that is reachable again
+        answers the ping with its refutation instead of being declared dead. A real
+        death costs one probe timeout more."""
         timers = self._suspicion_timers
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)
-            if self._current(timer):
-                member = self._members[timer[1]]
+            if not self._current(timer):
+                continue
+            member = self._members[timer[1]]
+            suspicion = self._suspicions[member.id]
+            if suspicion.check:
                 dead = self._set(member, member.incarnation, Status.DEAD, self.id, now)
                 self._broadcasts.add(dead)
+                continue
+            self._seq += 1
+            self.statistics.last_checks += 1
+            suspicion.check = self._seq
+            suspicion.deadline = now + self.settings.probe_timeout * (self.awareness + 1)
+            heapq.heappush(timers, (suspicion.deadline, member.id))
+            ping = Ping(self._seq, self.id, self._me.address, member.id, (member,))
+            self._send(out, member.address, ping)
 
     def _purge(self, now: float) -> None:
         ttl = self.settings.dead_ttl

@@ -238,6 +238,72 @@ def test_a_suspect_that_makes_contact_is_told_and_refutes() -> None:
     assert status(a, b) is Status.ALIVE
 
 
+def last_check(node: Membership, suspect: Membership, limit: float = 10.0) -> tuple[float, Send]:
+    """Tick ``node`` alone (nothing it sends arrives) until a suspicion runs out and it
+    pings ``suspect`` one last time: (when, that ping)."""
+    now = 0.0
+    while node.statistics.last_checks == 0:
+        now = node.next_deadline()
+        assert now < limit, "the suspicion never ran out"
+        sends = node.tick(now)
+        assert status(node, suspect) is Status.SUSPECT
+    [check] = [s for s in sends if s.to == suspect.me.address and isinstance(s.message, Ping)]
+    return now, check
+
+
+def test_a_suspect_reachable_when_its_time_runs_out_is_asked_once_more_and_refutes() -> None:
+    """A suspicion that runs out is a death only once a last direct ping goes unanswered:
+    after a partition heals, a suspect that is reachable again answers it with its
+    refutation, wherever the gossip of that refutation has not reached yet."""
+    a, b, c = cores(3, TEST)
+    rumour = Member(b.id, b.me.name, b.me.address, 0, Status.SUSPECT, c.id)
+    a.receive(Gossip(c.id, (rumour,)), 0.0)
+    now, check = last_check(a, b)
+    assert check.message.target == b.id
+    assert rumour.id in [m.id for m in check.message.updates if m.status is Status.SUSPECT]
+    for answer in b.receive(check.message, now):
+        assert answer.to == a.me.address
+        a.receive(answer.message, now + 0.001)
+    assert b.me.incarnation == 1
+    assert status(a, b) is Status.ALIVE
+    assert a.get(b.id).incarnation == 1  # type: ignore[union-attr]
+    assert "failed" not in [x.kind for x in a.changes() if x.member.id == b.id]
+
+
+def test_an_unanswered_last_check_is_a_death_one_probe_timeout_later() -> None:
+    a, b, c = cores(3, TEST)
+    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id),)), 0)
+    now, _check = last_check(a, b)
+    wait = TEST.probe_timeout * (a.awareness + 1)
+    while status(a, b) is Status.SUSPECT:
+        later = a.next_deadline()
+        a.tick(later)
+    assert status(a, b) is Status.DEAD
+    [failed] = [x for x in a.changes() if x.member.id == b.id and x.kind == "failed"]
+    assert failed.at == pytest.approx(now + wait)
+    assert a.statistics.last_checks == 1
+
+
+def test_an_ack_without_a_refutation_keeps_the_suspect_and_asks_again_later() -> None:
+    """An answer proves the suspect reachable, so no death; but only a refutation (a higher
+    incarnation) makes it alive again: the suspicion starts over and ends in a new check."""
+    a, b, c = cores(3, TEST)
+    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id),)), 0)
+    now, check = last_check(a, b)
+    a.receive(Ack(check.message.seq, b.id), now + 0.001)
+    assert status(a, b) is Status.SUSPECT
+    low, _high = suspicion_bounds(TEST, 3)
+    end = now + low + TEST.probe_timeout * (TEST.awareness_max + 1)
+    while a.statistics.last_checks == 1:
+        later = a.next_deadline()
+        assert later < end + 1.0
+        sends = a.tick(later)
+        assert status(a, b) is Status.SUSPECT
+    assert later >= now + low
+    assert a.statistics.last_checks == 2
+    assert any(s.to == b.me.address and isinstance(s.message, Ping) for s in sends)
+
+
 def test_older_news_never_wins() -> None:
     a, b = cores(2, TEST)
     b.receive(Gossip(a.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, a.id),)), 0)
