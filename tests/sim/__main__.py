@@ -1,9 +1,11 @@
-"""python -m tests.sim [--nodes N] [--seed S] [--profile P] [--set FIELD=VALUE ...] [--json]
+"""python -m tests.sim [--nodes N] [--seed S] [--profile P] [--set FIELD=VALUE ...]
+[--loss L ...] [--json]
 
-Runs the standard scenario (tests/sim/scenarios.py) and prints its figures; ``just sim``
-runs it at 10,000 nodes. ``--set suspicion_mult=2`` (repeatable) changes one field of the
-profile's ``MembershipSettings``. Exits 1 if a join or crash was never seen by all, or if a
-healthy node was declared dead.
+Runs the standard scenario (tests/sim/scenarios.py) and prints its figures; with
+``--loss L`` (repeatable) runs the lossy scenario once per loss rate instead. ``just sim``
+runs both at 10,000 nodes. ``--set suspicion_mult=2`` (repeatable) changes one field of
+the profile's ``MembershipSettings``. Exits 1 if a join or crash was never seen by all,
+or if a healthy node was declared dead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 
 from mesh._config import PROFILES
 
-from .scenarios import ISLAND, standard
+from .scenarios import ISLAND, Report, lossy, standard
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,24 +39,44 @@ def main(argv: list[str] | None = None) -> int:
         default=ISLAND,
         help=f"nodes the partition cuts off, at most (default {ISLAND}; 0: a tenth)",
     )
+    parser.add_argument(
+        "--loss",
+        type=float,
+        action="append",
+        default=[],
+        metavar="RATE",
+        help="run the lossy scenario at this loss rate (0..1) instead; repeatable",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    if any(not 0.0 <= rate < 1.0 for rate in args.loss):
+        parser.error("--loss takes a rate from 0 up to (not including) 1")
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     changes = {}
     for item in args.set:
         field, _, value = item.partition("=")
         changes[field] = ast.literal_eval(value)
     settings = dataclasses.replace(PROFILES[args.profile].membership, **changes)
-    report = standard(
-        args.nodes, args.seed, args.profile, settings, progress=progress, island_size=args.island
-    )
-    if args.json:
-        print(json.dumps(dataclasses.asdict(report), indent=2))
+    reports: list[Report] = []
+    if args.loss:
+        for rate in args.loss:
+            report = lossy(args.nodes, rate, args.seed, args.profile, settings, progress)
+            reports.append(report)
+            if not args.json:
+                print("\n".join(report.lines()), flush=True)
     else:
-        print("\n".join(report.lines()))
-    missing = [k for k, v in report.figures.items() if v is None]
-    return 1 if missing or report.false_positives else 0
+        report = standard(
+            args.nodes, args.seed, args.profile, settings, progress, island_size=args.island
+        )
+        reports.append(report)
+        if not args.json:
+            print("\n".join(report.lines()))
+    if args.json:
+        shown = [dataclasses.asdict(r) for r in reports]
+        print(json.dumps(shown if args.loss else shown[0], indent=2))
+    failed = [r for r in reports if r.false_positives or any(v is None for v in r.figures.values())]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

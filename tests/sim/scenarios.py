@@ -13,6 +13,9 @@ under the same name, each measured by a :class:`Tracker`:
 - false positives: a node that was running, not stalled past the suspicion time and
   not cut off, declared dead by anyone;
 - bytes per node per second, mean and max over nodes (against the budget).
+
+:func:`lossy` is a shorter run under steady message loss from the start (``just sim``
+runs it at 0%, 5% and 20%): a join, then a crash, measured the same way.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Tracker:
 
 @dataclass
 class Report:
+    scenario: str
     nodes: int
     profile: str
     seed: int
@@ -110,7 +114,7 @@ class Report:
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.nodes} nodes, profile {self.profile}, seed {self.seed}: "
+            f"{self.scenario}: {self.nodes} nodes, profile {self.profile}, seed {self.seed}: "
             f"{self.simulated:.0f} s simulated in {self.wall:.1f} s of wall time, "
             f"{self.delivered:,} messages delivered, {self.lost:,} lost"
         ]
@@ -232,8 +236,78 @@ def standard(
         "leave known by all (max)": left.all_seen_after(settled),
         "restart replaced everywhere (max)": replaced.all_seen_after(settled),
     }
+    return _report("standard", nodes, net, tracker, figures, phases, profile, seed, started)
+
+
+def lossy(
+    nodes: int = 1_000,
+    loss: float = 0.05,
+    seed: int = 1,
+    profile: str = "lan",
+    settings: MembershipSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """A converged mesh losing ``loss`` of all messages from the start: a join through
+    one seed, then a crash, each given the time to be known by all."""
+    settings = settings or PROFILES[profile].membership
+    started = time.perf_counter()
+    net = Network(nodes, settings, seed)
+    net.loss = loss
+    tracker = Tracker(net)
+    _, high = suspicion_bounds(settings, nodes)
+    phases: list[tuple[float, str]] = []
+
+    def say(text: str) -> None:
+        phases.append((net.now, text))
+        if progress is not None:
+            progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
+
+    say(f"{loss:.0%} message loss")
+    net.run_until(5.0 * settings.probe_interval)
+    newcomer = net.join(seed=0)
+    join = tracker.watch("join known by all", newcomer.member.id, ("joined",))
+    say("joined one node through a seed")
+    net.run_until(net.now + 5.0 * settings.probe_interval)
+    victim = net.nodes[1]
+    tracker.expected_dead.add(victim.member.id)
+    net.crash(victim.index)
+    suspected = tracker.watch("crash suspected by all", victim.member.id, ("suspect", "failed"))
+    dead = tracker.watch("crash dead by all", victim.member.id, ("failed",))
+    say("crashed one node")
+    # Until both are known by all, or the longest suspicion and then some have passed.
+    observers = net.running()
+    join_observers = [n for n in observers if n is not newcomer]
+    limit = net.now + high + 10.0 * settings.probe_interval
+    while net.now < limit and (
+        dead.all_seen_after(observers) is None or join.all_seen_after(join_observers) is None
+    ):
+        net.run_until(net.now + settings.probe_interval)
+    join_observers = [n for n in observers if n is not newcomer]
+    figures: dict[str, float | None] = {
+        "join known by all (p50)": join.percentile(join_observers, 0.5),
+        "join known by all (max)": join.all_seen_after(join_observers),
+        "crash suspected by all (max)": suspected.all_seen_after(observers),
+        "crash dead by all (p50)": dead.percentile(observers, 0.5),
+        "crash dead by all (max)": dead.all_seen_after(observers),
+    }
+    name = f"{loss:.0%} loss"
+    return _report(name, nodes, net, tracker, figures, phases, profile, seed, started)
+
+
+def _report(
+    scenario: str,
+    nodes: int,
+    net: Network,
+    tracker: Tracker,
+    figures: dict[str, float | None],
+    phases: list[tuple[float, str]],
+    profile: str,
+    seed: int,
+    started: float,
+) -> Report:
     rates = [n.bytes_sent / max(1e-9, net.now - n.started) for n in net.nodes]
     return Report(
+        scenario=scenario,
         nodes=nodes,
         profile=profile,
         seed=seed,
@@ -244,7 +318,7 @@ def standard(
         false_positives_by_phase=_by_phase(tracker.false_positives, phases),
         bytes_per_node_s_mean=sum(rates) / len(rates),
         bytes_per_node_s_max=max(rates),
-        budget=settings.budget,
+        budget=net.settings.budget,
         delivered=net.delivered,
         lost=net.lost,
     )
