@@ -42,6 +42,11 @@ converge *args:
 soak *args:
     python -m tests.soak {{args}}
 
+# the chaos campaign (~10 min): 10 hosts x 3 nodes on a namespace LAN under scripted
+# faults; `just chaos --short` for the one-minute version the test suite runs
+chaos *args:
+    python -m tests.chaos {{args}}
+
 # a local demo mesh and its listing
 demo:
     meshctl demo

@@ -2,15 +2,21 @@
 
 Runs one :class:`mesh.Node` configured from ``MESH_*`` (``Config.from_env()``); with
 ``LAN_NODE_SERVICE=calc`` it offers a small ``calc`` service (``add`` and ``where`` are
-idempotent, ``slow`` is not). It prints JSON lines on stdout:
+idempotent, ``slow`` is not). ``LAN_NODE_SERVICE`` is a comma-separated list of names
+of :data:`SERVICES` (a program may pass more to :func:`main`, as tests/chaos/node.py
+does). ``LAN_NODE_HEARTBEAT`` sets the heartbeat of view lines (default 0.5 s). It
+prints JSON lines on stdout:
 
 - ``{"event": "ready", "t", "id", "name", "address", "gossip_address"}`` once it serves;
 - ``{"event": "view", "t", "members": {name: status}, "ids": [[name, id, status], ...],
   "services": {service: [provider names]}, "gossip_bytes_out", "gossip_messages_out",
-  "gossip_bytes_in"}`` whenever its view changes and at least every 0.5 s (``members``
-  keeps the best status when two members share a name: alive, suspect, dead, left);
+  "gossip_bytes_in", "rss", "fds"}`` whenever its view changes and at least every 0.5 s
+  (``members`` keeps the best status when two members share a name: alive, suspect,
+  dead, left; ``rss``: resident memory in bytes, ``fds``: open file descriptors);
 - ``{"event": "result", "seq", "t", "target", "value", "elapsed"}`` or
-  ``{"event": "error", "seq", "t", "target", "code", "type", "error"}`` for each call;
+  ``{"event": "error", "seq", "t", "target", "code", "type", "error", "elapsed"}`` for
+  each call;
+- ``{"event": "enqueued", "seq", "t", "key", "id"}`` (or an error line) for ``enqueue``;
 - ``{"event": "stats", "seq", ...}`` for the ``stats`` command;
 - ``{"event": "published", "seq", "t", "topic", "n"}`` for ``publish`` (``n``: the
   event's sequence number), and ``{"event": "got", "t", "topic", "data", "publisher",
@@ -19,9 +25,11 @@ idempotent, ``slow`` is not). It prints JSON lines on stdout:
 
 SIGUSR1 writes the stacks of all threads to stderr (to see where a node hangs).
 
-Commands, one per stdin line (``seq`` counts them from 1): ``call TARGET [ARG ...]``
-(each ARG is JSON, or a plain string if it is not), ``stats``, ``publish TOPIC DATA``
-(DATA as an ARG), ``subscribe PREFIX``.
+Commands, one per stdin line (``seq`` counts them from 1): ``call [--timeout=S] TARGET
+[ARG ...]`` (each ARG is JSON, or a plain string if it is not), ``stats``, ``publish
+TOPIC DATA`` (DATA as an ARG), ``subscribe PREFIX [GROUP]`` (GROUP: a queue group),
+``enqueue TARGET KEY [ARG ...]`` (a durable job with idempotency key KEY and retries
+0.2 s apart; needs ``MESH_JOBS_DB``).
 """
 
 from __future__ import annotations
@@ -35,14 +43,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh import Config, MeshError, Node, method, service
+from mesh._stats import process_statistics
 
 #: Statuses from best to worst, for names held by two members (a restart).
 _RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
 #: A view line goes out at least this often (seconds).
-HEARTBEAT = 0.5
+HEARTBEAT = float(os.environ.get("LAN_NODE_HEARTBEAT", "0.5"))
+#: Retries of the jobs that ``enqueue`` puts in the outbox (seconds apart).
+JOB_RETRIES = (0.2, 0.2)
 
 
 def emit(line: dict[str, Any]) -> None:
@@ -110,6 +122,7 @@ async def report_views(node: Node) -> None:
             if view != last or now - last_at >= HEARTBEAT:
                 assert node._gossiper is not None
                 gossip = node._gossiper.statistics()
+                process = process_statistics()
                 emit(
                     {
                         "event": "view",
@@ -118,6 +131,8 @@ async def report_views(node: Node) -> None:
                         "gossip_bytes_out": gossip.bytes_out,
                         "gossip_messages_out": gossip.messages_out,
                         "gossip_bytes_in": gossip.bytes_in,
+                        "rss": process.rss_bytes,
+                        "fds": process.open_fds,
                     }
                 )
                 last, last_at = view, now
@@ -134,22 +149,27 @@ def parse_arg(text: str) -> Any:
         return text
 
 
-async def call(node: Node, seq: int, target: str, args: list[Any]) -> None:
+def error_line(seq: int, target: str, exc: MeshError, start: float) -> dict[str, Any]:
+    return {
+        "event": "error",
+        "seq": seq,
+        "t": time.time(),
+        "target": target,
+        "code": exc.code,
+        "type": type(exc).__name__,
+        "error": str(exc),
+        "elapsed": time.monotonic() - start,
+    }
+
+
+async def call(
+    node: Node, seq: int, target: str, args: list[Any], timeout: float | None = None
+) -> None:
     start = time.monotonic()
     try:
-        value = await node.call(target, *args)
+        value = await node.call(target, *args, timeout=timeout)
     except MeshError as exc:
-        emit(
-            {
-                "event": "error",
-                "seq": seq,
-                "t": time.time(),
-                "target": target,
-                "code": exc.code,
-                "type": type(exc).__name__,
-                "error": str(exc),
-            }
-        )
+        emit(error_line(seq, target, exc, start))
     else:
         emit(
             {
@@ -163,8 +183,18 @@ async def call(node: Node, seq: int, target: str, args: list[Any]) -> None:
         )
 
 
-async def print_events(node: Node, prefix: str) -> None:
-    async for event in node.subscribe(prefix):
+async def enqueue(node: Node, seq: int, target: str, key: str, args: list[Any]) -> None:
+    start = time.monotonic()
+    try:
+        job_id = await node.enqueue(target, *args, key=key, retries=JOB_RETRIES)
+    except MeshError as exc:
+        emit(error_line(seq, target, exc, start))
+    else:
+        emit({"event": "enqueued", "seq": seq, "t": time.time(), "key": key, "id": job_id})
+
+
+async def print_events(node: Node, prefix: str, group: str | None = None) -> None:
+    async for event in node.subscribe(prefix, group=group):
         emit(
             {
                 "event": "got",
@@ -173,6 +203,7 @@ async def print_events(node: Node, prefix: str) -> None:
                 "data": event.data,
                 "publisher": event.publisher,
                 "n": event.seq,
+                "group": group,
             }
         )
 
@@ -188,6 +219,12 @@ def stats_of(node: Node, seq: int) -> dict[str, Any]:
     }
 
 
+def start_task(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
+    task = asyncio.create_task(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 async def read_commands(node: Node, tasks: set[asyncio.Task[None]]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -201,26 +238,36 @@ async def read_commands(node: Node, tasks: set[asyncio.Task[None]]) -> None:
         if not words:
             continue
         seq += 1
+        timeout = None
+        if words[0] == "call" and len(words) >= 2 and words[1].startswith("--timeout="):
+            timeout = float(words.pop(1).partition("=")[2])
         if words[0] == "call" and len(words) >= 2:
-            task = asyncio.create_task(call(node, seq, words[1], [parse_arg(w) for w in words[2:]]))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            args = [parse_arg(w) for w in words[2:]]
+            start_task(tasks, call(node, seq, words[1], args, timeout))
+        elif words[0] == "enqueue" and len(words) >= 3:
+            args = [parse_arg(w) for w in words[3:]]
+            start_task(tasks, enqueue(node, seq, words[1], words[2], args))
         elif words[0] == "stats":
             emit(stats_of(node, seq))
         elif words[0] == "publish" and len(words) == 3:
             event = await node.publish(words[1], parse_arg(words[2]))
             emit({"event": "published", "seq": seq, "t": time.time(), "topic": words[1],
                   "n": event.seq})  # fmt: skip
-        elif words[0] == "subscribe" and len(words) <= 2:
-            task = asyncio.create_task(print_events(node, words[1] if len(words) == 2 else ""))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        elif words[0] == "subscribe" and len(words) <= 3:
+            prefix = words[1] if len(words) >= 2 else ""
+            start_task(tasks, print_events(node, prefix, words[2] if len(words) == 3 else None))
             emit({"event": "subscribed", "seq": seq, "t": time.time()})
         else:
             emit({"event": "error", "seq": seq, "code": "command", "error": line.decode()})
 
 
-async def main() -> None:
+#: Services a node offers by name (``LAN_NODE_SERVICE=calc,...``): name -> factory.
+ServiceFactory = Callable[[Node], object]
+SERVICES: Mapping[str, ServiceFactory] = {"calc": lambda node: Calc(node.name)}
+
+
+async def main(services: Mapping[str, ServiceFactory] = SERVICES) -> None:
+    """Serve until SIGTERM or SIGINT, offering the ``services`` that LAN_NODE_SERVICE names."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks to stderr, for a hang
     config = Config.from_env()
     stop = asyncio.Event()
@@ -228,8 +275,9 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Node(config) as node:
-        if os.environ.get("LAN_NODE_SERVICE") == "calc":
-            node.add_service(Calc(node.name))
+        for name in os.environ.get("LAN_NODE_SERVICE", "").split(","):
+            if name.strip():
+                node.add_service(services[name.strip()](node))
         emit(
             {
                 "event": "ready",
