@@ -8,7 +8,6 @@ Decisions and guarantees: docs/architecture.md, "Durable queues".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
@@ -18,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._aio import wait_set
 from ._context import CallContext
 from ._errors import CallError, ConfigError, MeshError, ProtocolError, Reject, error_to_wire
 from ._events import JOB_DEAD
@@ -222,8 +222,7 @@ class JobRunner:
 
     async def _send_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_send.wait(), max(0.05, self.lease / 4))
+            await wait_set(self._wake_send, max(0.05, self.lease / 4))
             self._wake_send.clear()
             batches: dict[str, list[_Out]] = {}
             for out in self._outbox.values():
@@ -427,8 +426,7 @@ class JobRunner:
             if self._due and len(self._running) < self.concurrency:
                 wait = max(0.0, self._due[0][0] - time.time())
             self._wake_run.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_run.wait(), wait)
+            await wait_set(self._wake_run, wait)
 
     async def _execute(self, job: Job) -> None:
         node = self._node

@@ -18,7 +18,6 @@ supervised services that take no calls now, and why) before it serves a call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -27,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._aio import wait_set
 from ._config import SupervisionSettings
 from ._events import SERVICE_CRASHED, SERVICE_FAILED, SERVICE_RESTARTED
 from ._listing import version_matches
@@ -217,8 +217,7 @@ class Lifecycle:
                 await asyncio.sleep(0.1)
             due = [e.machine.due for e in self._entries.values() if e.machine.due is not None]
             timeout = None if not due else max(0.0, min(due) - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_set(self._wake, timeout)
 
     async def _step(self, entry: _Entry) -> None:
         """Everything that is due for one service, until nothing more is."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ._aio import wait_set
 from ._catalog import (
     Catalog,
     CatalogStatistics,
@@ -717,8 +718,7 @@ class Node(AsyncResource):
                 raise NoProvider(
                     f"no provider of {service!r} appeared within {timeout:g} s", service=name
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+            await wait_set(changed, left)
 
     async def watch(self) -> AsyncIterator[MeshChange]:
         """Membership and service changes as they happen: ``async for change in
