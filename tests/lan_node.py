@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh import Config, MeshError, Node, method, service
+from mesh._aio import wait_set
 from mesh._stats import process_statistics
 
 #: Statuses from best to worst, for names held by two members (a restart).
@@ -114,8 +115,9 @@ async def report_views(node: Node) -> None:
     last_at = 0.0
     try:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), HEARTBEAT)
+            # not asyncio.wait_for: on 3.11 it may lose the cancellation that stops this
+            # loop (mesh._aio), and the node would never exit on SIGTERM
+            await wait_set(changed, HEARTBEAT)
             changed.clear()
             view = view_of(node)
             now = time.monotonic()
