@@ -25,6 +25,7 @@ window lists a node not alive. Every process is ended by PID (SIGTERM, then SIGK
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,9 +33,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from tests.bench._harness import counted, time_limit
 from tests.bench.rpc import ROOT, _before_exec
@@ -97,13 +100,34 @@ def _envs(nodes: int, profile: str, discovery: str) -> list[dict[str, str]]:
     return envs
 
 
-def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    kwargs["stderr"] = subprocess.DEVNULL  # nothing reads it; a full pipe would block a node
-    return subprocess.Popen(argv, cwd=ROOT, preexec_fn=_before_exec(None), **kwargs)
+def _spawner(stderr: IO[bytes] | int) -> Callable[..., subprocess.Popen[bytes]]:
+    """Popen for node_program, with stderr to ``stderr`` (not a pipe that nobody reads:
+    a full one would block the node)."""
+
+    def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs["stderr"] = stderr
+        return subprocess.Popen(argv, cwd=ROOT, preexec_fn=_before_exec(None), **kwargs)
+
+    return spawn
+
+
+def _drain_until_exit(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Read (and forget) what ``procs`` print until they all exit or ``timeout`` passes: a
+    node blocked writing to a full pipe would never see its SIGTERM."""
+    deadline = time.monotonic() + timeout
+    running = procs
+    while running and time.monotonic() < deadline:
+        with contextlib.suppress(EOFError):  # one exited: read_any reaped it
+            read_any(running, 0.1)
+        running = [proc for proc in running if proc.poll() is None]
 
 
 def run(
-    nodes: int = 30, profile: str = "local", discovery: str = "zeroconf", quiet: float = 5.0
+    nodes: int = 30,
+    profile: str = "local",
+    discovery: str = "zeroconf",
+    quiet: float = 5.0,
+    stderr_dir: Path | None = None,
 ) -> Convergence:
     """Start the nodes, wait until they converge, watch them for ``quiet`` seconds, stop
     them; raises TimeoutError (or the time limit's OutOfTime) if they never converge."""
@@ -111,7 +135,12 @@ def run(
     envs = _envs(nodes, profile, discovery)
     with ExitStack() as stack:
         start = time.time()
-        procs = [stack.enter_context(node_program("tests.lan_node", env, _spawn)) for env in envs]
+        procs = []
+        for i, env in enumerate(envs):
+            errors: IO[bytes] | int = subprocess.DEVNULL
+            if stderr_dir is not None:
+                errors = stack.enter_context(open(stderr_dir / f"n{i:02}.err", "wb"))
+            procs.append(stack.enter_context(node_program("tests.lan_node", env, _spawner(errors))))
         role = {proc.pid: i for i, proc in enumerate(procs)}
         ready: dict[int, float] = {}
         converged: dict[int, float] = {}
@@ -157,7 +186,14 @@ def run(
 
         for proc in procs:
             os.kill(proc.pid, signal.SIGTERM)
-        exit_codes = [proc.wait(15) for proc in procs]
+        _drain_until_exit(procs, 30.0)
+        # -1: still running after 30 s; its thread stacks go to its stderr (SIGUSR1), then
+        # node_program kills it
+        exit_codes = [-1 if proc.poll() is None else proc.returncode for proc in procs]
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGUSR1)
+                time.sleep(0.5)
     return Convergence(
         nodes=nodes,
         profile=profile,
@@ -197,6 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--time-limit", type=counted(1), default=600)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stderr-dir", type=Path, help="each node's stderr in DIR/nNN.err")
     return parser.parse_args(argv)
 
 
@@ -206,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     with time_limit(args.time_limit):
         for profile in args.profile or ["local", "lan"]:
             for discovery in args.discovery or list(MODES):
-                results.append(run(args.nodes, profile, discovery, args.quiet))
+                results.append(run(args.nodes, profile, discovery, args.quiet, args.stderr_dir))
     if args.json:
         print(json.dumps([asdict(r) | {"ok": r.ok} for r in results], indent=2))
     else:
