@@ -128,9 +128,10 @@ def run(
     discovery: str = "zeroconf",
     quiet: float = 5.0,
     stderr_dir: Path | None = None,
+    timeout: float = 120.0,
 ) -> Convergence:
     """Start the nodes, wait until they converge, watch them for ``quiet`` seconds, stop
-    them; raises TimeoutError (or the time limit's OutOfTime) if they never converge."""
+    them; TimeoutError if they have not converged within ``timeout`` seconds."""
     names = {f"n{i:02}" for i in range(nodes)}
     envs = _envs(nodes, profile, discovery)
     with ExitStack() as stack:
@@ -163,8 +164,12 @@ def run(
                 return line | {"node": i}
             return None
 
+        give_up = time.monotonic() + timeout
         while len(converged) < nodes:
-            view = read(time.monotonic() + 60.0)
+            if time.monotonic() > give_up:
+                waiting = sorted(f"n{i:02}" for i in range(nodes) if i not in converged)
+                raise TimeoutError(f"not converged within {timeout:g} s: {waiting}")
+            view = read(min(give_up, time.monotonic() + 1.0))
             if view is not None and view["node"] not in converged and everyone_alive(view):
                 converged[view["node"]] = view["t"]
         converged_at = max(converged.values())

@@ -12,7 +12,7 @@ NODES = 8
 
 @pytest.mark.timeout(60)
 def test_eight_processes_converge_and_stay_converged() -> None:
-    result = run(nodes=NODES, profile="local", discovery="zeroconf", quiet=1.0)
+    result = run(nodes=NODES, profile="local", discovery="zeroconf", quiet=1.0, timeout=40.0)
     print(result)  # the figures, for whoever reads the log
 
     # Every node listed all eight alive (run() waits for that), soon after the last
