@@ -29,9 +29,11 @@ bench *args:
         *) python -m tests.bench.rpc "$@"; python -m tests.bench.events; python -m tests.bench.jobs ;;
     esac
 
-# the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite), then 30 node processes converging
+# the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite): the standard
+# campaign, then steady 0%, 5% and 20% message loss; then 30 node processes converging
 sim *args:
     python -m tests.sim --nodes 10000 {{args}}
+    python -m tests.sim --nodes 10000 --loss 0 --loss 0.05 --loss 0.2 {{args}}
     python -m tests.converge --nodes 30
 
 # real node processes on 127.0.0.1 start together and converge (default 30; docs/performance.md)
