@@ -624,6 +624,13 @@ class Campaign:
             )
         )
         codes = invariants.failure_codes(calls)
+        examples: dict[str | None, str] = {}
+        for node, seq, target, _, sent in self.calls:
+            answer = node.answers.get(seq, {})
+            if w.start <= sent <= w.end and answer.get("event") == "error":
+                examples.setdefault(
+                    answer.get("code"), f"{node.name} {target}: {answer.get('error')}"[:160]
+                )
         rows.append(
             self._held(
                 w.fault,
@@ -631,7 +638,7 @@ class Campaign:
                 w,
                 invariants.call_samples(calls, idempotent_only=True),
                 bound,
-                ", ".join(f"{k} x{v}" for k, v in sorted(codes.items())),
+                ", ".join(f"{k} x{v} ({examples.get(k, '')})" for k, v in sorted(codes.items())),
             )
         )
         grace = self.plan.grace
