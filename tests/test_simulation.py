@@ -14,7 +14,7 @@ from mesh._config import PROFILES
 from mesh._membership import Status, suspicion_bounds
 
 from .sim.network import Network
-from .sim.scenarios import standard
+from .sim.scenarios import lossy, standard
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = PROFILES["test"].membership
@@ -47,6 +47,20 @@ def test_a_thousand_nodes_on_the_lan_profile() -> None:
     # 4 * log10(1000) * 1 s = 12 s at the least (docs/architecture.md, "Membership").
     low, _ = suspicion_bounds(LAN, 1_000)
     assert low < figures["crash dead by all (max)"] <= low + 8.0  # type: ignore[operator]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("loss", [0.05, 0.20])
+def test_steady_message_loss_declares_no_healthy_node_dead(loss: float) -> None:
+    """300 nodes losing 5% or 20% of all messages (TCP connections dropping, in this
+    transport): the join and the crash are still known by all, and no healthy node is
+    declared dead (``just sim`` runs the same at 10,000)."""
+    report = lossy(300, loss, seed=1)
+    print("\n" + "\n".join(report.lines()))
+    assert all(value is not None for value in report.figures.values()), report.figures
+    assert report.false_positives == 0
+    assert report.lost > 0
+    assert report.bytes_per_node_s_max <= report.budget
 
 
 def test_the_same_seed_gives_the_same_run_under_any_hash_seed() -> None:
