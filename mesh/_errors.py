@@ -47,6 +47,7 @@ __all__ = [
     "RecordTooLarge",
     "Reject",
     "RemoteError",
+    "SessionLost",
     "TransportError",
     "Unavailable",
     "UnknownMethod",
@@ -211,6 +212,14 @@ class ProviderLost(Unavailable):
     code = "provider_lost"
 
 
+class SessionLost(Unavailable):
+    """The listener has no session for this connection: it declared this caller gone (a
+    membership verdict it has not taken back yet) or lost its state. The call was refused
+    before it ran; ``node.call`` opens a fresh connection and sends it once more."""
+
+    code = "no_session"
+
+
 class RemoteError(CallError):
     """The remote handler raised; ``remote_type`` and ``remote_traceback`` say what."""
 
@@ -258,6 +267,7 @@ _BY_CODE: dict[str, type[MeshError]] = {
         Overloaded,
         Unavailable,
         ProviderLost,
+        SessionLost,
         NoMeshFound,
         RemoteError,
     )

@@ -50,6 +50,7 @@ from ._errors import (
     ProviderLost,
     RecordTooLarge,
     RemoteError,
+    SessionLost,
     TransportError,
     Unavailable,
     error_to_wire,
@@ -909,6 +910,7 @@ class Node(AsyncResource):
         tried: set[str] = set()
         attempt = 1
         failed: Unavailable | None = None
+        sent_again = False
         while True:
             try:
                 connection, idempotent, member_id = await self._route(
@@ -922,6 +924,12 @@ class Node(AsyncResource):
                 return await self._outgoing.call(
                     connection, plain, args, kwargs, deadline, trace_id, attempt
                 )
+            except SessionLost:
+                if sent_again:
+                    raise
+                # Refused before it ran: the same call once more, over a fresh connection.
+                sent_again = True
+                await self._connection_to(connection.address, deadline)
             except Unavailable as exc:
                 if member_id is None or not idempotent or time.monotonic() >= deadline:
                     raise
@@ -1506,7 +1514,10 @@ class Node(AsyncResource):
                 if not pending[1].done():
                     pending[1].set_result(message)
             elif isinstance(message, Error):
-                self._outgoing.on_message(connection, message)
+                if message.code == SessionLost.code and connection.peer is not None:
+                    self._session_lost(connection, message)
+                else:
+                    self._outgoing.on_message(connection, message)
         elif isinstance(message, Goodbye):
             if connection.peer is not None and connection.peer.id == message.node_id:
                 connection.peer = None
@@ -1514,6 +1525,23 @@ class Node(AsyncResource):
         else:
             self._protocol_errors += 1
             log.debug("unexpected %s from %s", type(message).__name__, connection.address)
+
+    def _session_lost(self, connection: Connection, refusal: Error) -> None:
+        """The listener refused a call on ``connection`` for want of a session: it dropped
+        ours (it declared this node gone, while this node still holds the connection).
+        The connection is dead weight: the next call makes a fresh one and shakes hands.
+        The refused call did not run (``SessionLost``, which ``call`` sends again); the
+        others on it may have, and will never be answered."""
+        if self._connections.get(connection.address) is connection:
+            del self._connections[connection.address]
+        self._outgoing.on_message(connection, refusal)
+        name = connection.peer.name if connection.peer else connection.address
+        self._outgoing.fail_connection(
+            connection, f"node {name!r} dropped this connection (it had declared this node gone)"
+        )
+        connection.peer = None
+        if self._transport is not None:
+            self._spawn(self._transport.close_pump(connection.pump), "close connection")
 
     def _on_monitor_event(self, connection: Connection, event: MonitorEvent) -> None:
         connection.last_event = event
@@ -1565,7 +1593,7 @@ class Node(AsyncResource):
             self._protocol_errors += 1
             if not isinstance(message, Error):
                 self._reply(
-                    routing_id, Error(_ref_of(message), ProtocolError.code, "say HELLO first")
+                    routing_id, Error(_ref_of(message), SessionLost.code, "say HELLO first")
                 )
         elif isinstance(message, Call):
             self._serve(routing_id, message)

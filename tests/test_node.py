@@ -232,7 +232,50 @@ async def test_messages_before_hello_are_refused(zctx: RawSockets) -> None:
         sock = await raw_dealer(zctx, a.address)
         answer = await ask(sock, codec.encode(Call(5, "calc.add", [1, 2])))
         assert isinstance(answer, Error)
-        assert (answer.ref, answer.code, answer.message) == (5, "protocol", "say HELLO first")
+        assert (answer.ref, answer.code, answer.message) == (5, "no_session", "say HELLO first")
+
+
+@mesh.service("counter")
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    @mesh.method
+    async def bump(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    @mesh.method
+    async def wait(self) -> str:
+        await self.release.wait()
+        return "released"
+
+
+async def test_a_caller_the_listener_forgot_shakes_hands_again_and_its_call_goes_through() -> None:
+    """A listener that declares a caller dead (its membership's verdict, say across a
+    one-way cut that the caller did not notice) drops the caller's sessions; the caller
+    still holds its connection. Its next call is refused with ``no_session`` before it
+    runs, so the caller opens a fresh connection, shakes hands again and sends it once
+    more: the user sees the call succeed, non-idempotent as it is, and it ran once."""
+    counter = Counter()
+    async with node("a") as a, node("b") as b:
+        a.add_service(counter)
+        await b.connect(a.address)
+        assert await b.call("counter.bump") == 1
+        waiting = asyncio.ensure_future(b.call("counter.wait", timeout=5.0))
+        await asyncio.sleep(0.05)
+        a._caller_gone(b.id)  # what a does when its membership declares b dead
+        started = time.monotonic()
+        assert await b.call("counter.bump", timeout=2.0) == 2
+        assert counter.calls == 2  # the refused call did not run; the one sent again did
+        # The call that was running when a dropped the session is abandoned there: the
+        # refusal tells b, and it fails at once (retryable), not at its deadline.
+        with pytest.raises(mesh.Unavailable, match="dropped this connection"):
+            await waiting
+        assert time.monotonic() - started < 1.0
+        assert await b.call("counter.bump") == 3
+        assert a.statistics().protocol_errors == 1
 
 
 async def test_call_to_a_node_without_the_service_says_no_provider(

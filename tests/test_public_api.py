@@ -35,7 +35,7 @@ def test_public_names() -> None:
         "ConnectTimeout", "WrongMesh", "IncompatibleVersion", "CallError", "CallTimeout",
         "NoProvider", "UnknownMethod", "Overloaded", "Unavailable", "RemoteError",
         "AuthenticationFailed", "RecordTooLarge", "ProviderLost", "NoMeshFound",
-        "Reject",
+        "Reject", "SessionLost",
         # security
         "write_secret", "write_keypair",
         "__version__",
@@ -46,7 +46,7 @@ def test_public_names() -> None:
 
 def test_every_error_is_a_mesh_error_with_a_code() -> None:
     errors = [v for v in vars(mesh).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(errors) == 21
+    assert len(errors) == 22
     codes = set()
     for cls in errors:
         assert issubclass(cls, mesh.MeshError)
@@ -56,6 +56,7 @@ def test_every_error_is_a_mesh_error_with_a_code() -> None:
     assert issubclass(mesh.ConnectTimeout, TimeoutError)
     assert mesh.Overloaded.retryable
     assert mesh.Unavailable.retryable
+    assert mesh.SessionLost.retryable
     assert not mesh.RemoteError.retryable
 
 
