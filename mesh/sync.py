@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from ._client import DEFAULT_WINDOW, Outgoing
 from ._config import Config
-from ._errors import CallTimeout, ConnectTimeout, ProtocolError, error_from_wire
+from ._errors import CallTimeout, ConnectTimeout, ProtocolError, SessionLost, error_from_wire
 from ._handshake import PeerInfo, accept_welcome, hello, parse_address
 from ._security import Security
 from ._transport import BlockingDealer
@@ -60,6 +60,7 @@ class Client:
     def __init__(self, address: str, config: Config, timeout: float | None = None) -> None:
         endpoint, peer_key = parse_address(address)
         self.config = config
+        self.address = address
         self.id = secrets.token_hex(16)
         self._codec = Codec(config.limits)
         self._ids = itertools.count(1)
@@ -95,6 +96,17 @@ class Client:
         deadline, trace_id = Outgoing.inherit(
             self.config.timings.call_timeout if timeout is None else timeout
         )
+        try:
+            return self._call_once(target, args, kwargs, deadline, trace_id)
+        except SessionLost:
+            # The node had ended our session (it declared us gone) and refused the call
+            # before it ran: introduce ourselves again and send it once more.
+            self.peer = self._handshake(self.address, max(0.0, deadline - time.monotonic()))
+            return self._call_once(target, args, kwargs, deadline, trace_id)
+
+    def _call_once(
+        self, target: str, args: Any, kwargs: dict[str, Any], deadline: float, trace_id: str
+    ) -> Any:
         call_id = next(self._ids)
         remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:  # an inherited deadline already passed: do not even send

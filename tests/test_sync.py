@@ -78,3 +78,26 @@ async def test_a_closed_client_says_goodbye() -> None:
         while client.id in n.peers and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         assert client.id not in n.peers
+
+
+async def test_a_client_whose_session_was_ended_shakes_hands_again() -> None:
+    """A node that ends a blocking client's session (it declared it gone) refuses its next
+    call with ``no_session`` before running it: the client shakes hands again on the same
+    connection and sends the call once more, and the user sees the call succeed."""
+    runs: list[int] = []
+
+    async def count() -> int:
+        runs.append(1)
+        return len(runs)
+
+    async with mesh.Node(mesh.Config(name="n", mesh="test", profile="test")) as n:
+        n.add_service(count, name="counter.count")
+        client = await asyncio.to_thread(mesh.sync.connect, n.address, mesh="test")
+        try:
+            assert await asyncio.to_thread(client.call, "counter.count") == 1
+            n._caller_gone(client.id)  # what the node does when it declares a caller dead
+            assert await asyncio.to_thread(client.call, "counter.count", timeout=2.0) == 2
+            assert len(runs) == 2  # the refused call never ran
+            assert await asyncio.to_thread(client.call, "counter.count") == 3
+        finally:
+            await asyncio.to_thread(client.close)
