@@ -530,7 +530,10 @@ class Discovery(AsyncResource):
                 self._registered = False
                 try:
                     goodbye = await zc.async_unregister_service(self._info)
-                    await asyncio.wait_for(goodbye, GOODBYE_TIMEOUT)
+                    # Not asyncio.wait_for: on Python 3.11 it loses a cancellation that
+                    # comes as the goodbye is sent (CPython gh-86296).
+                    async with asyncio.timeout(GOODBYE_TIMEOUT):
+                        await goodbye
                 except Exception:
                     log.debug("discovery: goodbye of %s failed", self._info.name, exc_info=True)
         finally:

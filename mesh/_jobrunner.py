@@ -189,11 +189,13 @@ class JobRunner:
 
     async def wait_handed_off(self, job_id: str, timeout: float | None) -> bool:
         """Wait until a provider stored the job (or it is settled); False if it is not
-        in the outbox (unknown, or settled long ago)."""
+        in the outbox (unknown, or settled long ago); TimeoutError after ``timeout``
+        seconds (:func:`wait_set`, which keeps a cancellation, unlike ``wait_for``)."""
         out = self._outbox.get(job_id)
         if out is None:
             return self._window.state_of(job_id, None, time.time()) is not None
-        await asyncio.wait_for(out.handed.wait(), timeout)
+        if not await wait_set(out.handed, timeout):
+            raise TimeoutError(f"job {job_id} not handed off within {timeout} s")
         return True
 
     def member_lost(self, member_id: str) -> None:

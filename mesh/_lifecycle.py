@@ -308,7 +308,10 @@ class Lifecycle:
         if stop is None:
             return
         try:
-            await asyncio.wait_for(stop(), self.settings.hook_timeout)
+            # Not asyncio.wait_for: on Python 3.11 it loses a cancellation (the node
+            # closing) that comes as stop() returns, and the supervisor carries on.
+            async with asyncio.timeout(self.settings.hook_timeout):
+                await stop()
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit):
@@ -327,7 +330,8 @@ class Lifecycle:
         try:
             result = hook(dependency.service)
             if inspect.isawaitable(result):
-                await asyncio.wait_for(result, self.settings.hook_timeout)
+                async with asyncio.timeout(self.settings.hook_timeout):  # not wait_for
+                    await result
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit):

@@ -172,7 +172,10 @@ class Client(AsyncResource):
         ):
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    sighting = await asyncio.wait_for(sightings.get(), left)
+                    # Not asyncio.wait_for, which on Python 3.11 loses a cancellation
+                    # that comes as a sighting arrives (CPython gh-86296).
+                    async with asyncio.timeout(left):
+                        sighting = await sightings.get()
                 except TimeoutError:
                     break
                 address = sighting.rpc

@@ -31,6 +31,7 @@ from typing import Final, Literal, cast
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ._aio import wait_set
 from ._config import Limits
 from ._errors import TransportError
 from ._security import Security
@@ -171,12 +172,10 @@ class Pump:
         self._soon()
 
     async def flush(self, timeout: float) -> bool:
-        """Wait until everything queued has been handed to libzmq (or dropped)."""
-        try:
-            await asyncio.wait_for(self._flushed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        """Wait until everything queued has been handed to libzmq (or dropped); False
+        after ``timeout`` seconds. A cancellation is kept even when it comes as the
+        outbox drains (:func:`wait_set`; ``asyncio.wait_for`` loses it on Python 3.11)."""
+        return await wait_set(self._flushed, timeout)
 
     def statistics(self) -> PumpStatistics:
         return PumpStatistics(

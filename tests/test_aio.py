@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from mesh import Node, SupervisionSettings, method, service
+from mesh import Limits, Node, SupervisionSettings, method, service
 from mesh._aio import wait_set
+from mesh._transport import Transport
 from mesh.testing import fresh_config
 
 
@@ -74,3 +75,64 @@ async def test_a_node_closes_when_its_supervisor_is_woken_as_it_closes() -> None
         await asyncio.sleep(0)
         # ... and closing cancels it: it must end, not carry on supervising
         await asyncio.wait_for(lifecycle.aclose(), 5.0)
+
+
+@service("db")
+class Db:
+    @method
+    async def get(self) -> int:
+        return 1
+
+
+@service("api", depends_on=["db"])
+class Api:
+    """Its on_dependency_lost hook runs in the supervisor and waits for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.lost: list[str] = []
+
+    async def on_dependency_lost(self, name: str) -> None:
+        self.lost.append(name)
+        await self.gate.wait()
+
+    @method
+    async def ping(self) -> str:
+        return "pong"
+
+
+async def test_a_node_closes_when_its_supervisor_is_cancelled_as_a_hook_returns() -> None:
+    async with Node(fresh_config(name="hooks")) as node:
+        api = Api()
+        node.add_service(Db())
+        node.add_service(api)
+        while node._lifecycle.statuses()["api"].state != "up":  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        node.remove_service("db")
+        node._lifecycle.changed()
+        while not api.lost:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        lifecycle = node._lifecycle
+        api.gate.set()  # the hook returns in the next turn...
+        await asyncio.sleep(0)
+        # ... and closing cancels the supervisor then: it must end, not carry on
+        await asyncio.wait_for(lifecycle.aclose(), 5.0)
+
+
+async def test_a_flush_is_cancelled_when_cancelled_as_the_outbox_drains() -> None:
+    """Pump.flush (a node's close flushes its sockets) keeps a cancellation."""
+    transport = Transport(Limits())
+    try:
+        # Nothing listens there: the DEALER (IMMEDIATE) cannot send, so the message waits.
+        pump = transport.dealer("tcp://127.0.0.1:9", b"me", lambda frames: None, send_timeout=30.0)
+        pump.send([b"hello"])
+        flushing = asyncio.create_task(pump.flush(10.0))
+        await asyncio.sleep(0.01)
+        assert not flushing.done()
+        await transport.close_pump(pump)  # drops the message: the flush ends...
+        flushing.cancel()  # ... and the cancellation arrives in the same turn
+        done, _ = await asyncio.wait([flushing], timeout=2.0)
+        assert done == {flushing}
+        assert flushing.cancelled()
+    finally:
+        await transport.aclose()
