@@ -12,8 +12,8 @@ the drawing is in docs/architecture.md, the details in docs/membership.md)::
 
     (unknown) --alive--> ALIVE --probe fails, most relays nack / suspect heard--> SUSPECT
     SUSPECT --alive(i+1): the member refuted--> ALIVE
-    SUSPECT --timer runs out, last direct ping unanswered / dead heard--> DEAD
-    ALIVE --dead heard--> DEAD
+    SUSPECT --timer runs out or dead heard, then a last direct ping unanswered--> DEAD
+    ALIVE --dead heard, then a last direct ping unanswered--> DEAD
     ALIVE, SUSPECT, DEAD --left(i+1), said by the member itself--> LEFT
     DEAD, LEFT --alive(i+1)--> ALIVE           DEAD, LEFT --dead_ttl later--> (forgotten)
     any --alive of another id with the same name and address--> (replaced at once)
@@ -238,7 +238,7 @@ class MemberStatistics:
     refutations: int = 0
     #: Suspects told of their suspicion when they made contact (see _tell_suspect).
     suspects_told: int = 0
-    #: Suspects pinged once more when their suspicion ran out (see _run_suspicions).
+    #: Members pinged once more before this node held them dead (see _check).
     last_checks: int = 0
     #: Updates refused as implausible: an incarnation far past the one known (forged).
     implausible: int = 0
@@ -307,19 +307,26 @@ class _Suspicion:
     expected: int
     accusers: list[str]
     deadline: float
-    #: The sequence number of the last direct ping sent when the timer ran out (0: none).
-    check: int = 0
 
     def confirm(self, accuser: str) -> bool:
         """Count an independent accuser; True if it is new."""
         if accuser in self.accusers or len(self.accusers) > self.expected:
             return False
         self.accusers.append(accuser)
-        if self.check:
-            return True  # the last check's answer is awaited: its deadline stands
         timeout = suspicion_timeout(len(self.accusers) - 1, self.expected, self.low, self.high)
         self.deadline = self.started + timeout
         return True
+
+
+@dataclass(slots=True)
+class _Check:
+    """A last direct ping of a member before this node holds it dead: its own suspicion
+    ran out, or another node says so. Unanswered by ``deadline``: dead."""
+
+    seq: int
+    deadline: float
+    incarnation: int
+    by: str
 
 
 @dataclass(slots=True)
@@ -464,6 +471,8 @@ class Membership:
         self._since: dict[str, float] = {}  # status changes seen here, by member id
         self._suspicions: dict[str, _Suspicion] = {}
         self._suspicion_timers: list[tuple[float, str]] = []  # a heap; stale entries skipped
+        self._checks: dict[str, _Check] = {}  # last pings before a death, by member id
+        self._check_pings: list[Send] = []  # to go out with what receive/tick return
         self._gone: dict[str, float] = {}  # dead and left: id -> since, until dead_ttl
         self._held: dict[str, int] = {}  # catalog record versions held, by member id
         self._broadcasts = _Broadcasts(me.id)
@@ -527,6 +536,8 @@ class Membership:
             deadline = min(deadline, probe.ends_at if probe.indirect else probe.timeout_at)
         for relay in self._relays.values():
             deadline = min(deadline, relay.deadline)
+        for check in self._checks.values():
+            deadline = min(deadline, check.deadline)
         timers = self._suspicion_timers
         while timers and not self._current(timers[0]):
             heapq.heappop(timers)
@@ -541,6 +552,9 @@ class Membership:
         return suspicion is not None and suspicion.deadline == timer[0]
 
     def _done(self, out: list[Send]) -> list[Send]:
+        if self._check_pings:
+            out.extend(self._check_pings)
+            self._check_pings = []
         self._expected_tick = self._deadline()
         return out
 
@@ -663,7 +677,9 @@ class Membership:
             self._run_relays(now, out)
         self._run_probe(now, out)
         if self._suspicions:
-            self._run_suspicions(now, out)
+            self._run_suspicions(now)
+        if self._checks:
+            self._run_checks(now)
         if self._gone:
             self._purge(now)
         if now >= self._next_gossip:
@@ -708,6 +724,8 @@ class Membership:
                 probe.ends_at += stall
             for relay in self._relays.values():
                 relay.deadline += stall
+            for check in self._checks.values():
+                check.deadline += stall
             for suspicion in self._suspicions.values():
                 suspicion.deadline += stall
             self._suspicion_timers = [(x.deadline, i) for i, x in self._suspicions.items()]
@@ -798,14 +816,16 @@ class Membership:
         if relay is not None:
             self._send(out, relay.reply_to, Ack(relay.seq, self.id))
             return
-        for id, suspicion in self._suspicions.items():
-            if suspicion.check == ack.seq:
-                # Reachable, yet no refutation came with the answer (it carries one when
-                # the suspect had room): no death; the suspicion starts over.
-                suspicion.check = 0
-                suspicion.started = now
-                suspicion.deadline = now + suspicion.low
-                heapq.heappush(self._suspicion_timers, (suspicion.deadline, id))
+        for id, check in self._checks.items():
+            if check.seq == ack.seq:
+                # Reachable: no death. Its refutation came with the answer (it had room)
+                # or will come; a suspicion of it that is still held starts over.
+                del self._checks[id]
+                suspicion = self._suspicions.get(id)
+                if suspicion is not None:
+                    suspicion.started = now
+                    suspicion.deadline = now + suspicion.low
+                    heapq.heappush(self._suspicion_timers, (suspicion.deadline, id))
                 return
         self.statistics.late_acks += 1  # its probe is over: the verdict stands
 
@@ -825,31 +845,40 @@ class Membership:
             relay = self._relays.pop(seq)
             self._send(out, relay.reply_to, Nack(relay.seq, self.id))
 
-    def _run_suspicions(self, now: float, out: list[Send]) -> None:
-        """A suspicion that runs out first sends the suspect one last direct ping, with
-        its suspicion; only when that goes unanswered for a probe timeout is it dead.
-        After a partition heals, the refutations of the nodes that were cut off take a
-        while to reach every node of a large mesh; a suspect that is reachable again
-        answers the ping with its refutation instead of being declared dead. A real
-        death costs one probe timeout more."""
+    def _run_suspicions(self, now: float) -> None:
         timers = self._suspicion_timers
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)
-            if not self._current(timer):
-                continue
-            member = self._members[timer[1]]
-            suspicion = self._suspicions[member.id]
-            if suspicion.check:
-                dead = self._set(member, member.incarnation, Status.DEAD, self.id, now)
+            if self._current(timer) and timer[1] not in self._checks:
+                member = self._members[timer[1]]
+                self._check(member, member.incarnation, self.id, now)
+
+    def _check(self, member: Member, incarnation: int, by: str, now: float) -> None:
+        """Ping ``member`` one last time before holding it dead: when its suspicion here
+        runs out, and when another node declares it dead. The ping carries the verdict,
+        so a member that is reachable refutes it in its answer; no answer within a probe
+        timeout, and it is dead. Why: after a partition heals, the refutations of the
+        nodes that were cut off take a while to reach every node of a large mesh, and
+        the deaths that each side declared reach nodes that talked to the "dead" all
+        along; either way a healthy node would be declared dead. A real death costs one
+        probe timeout more."""
+        if member.id in self._checks:
+            return
+        self._seq += 1
+        self.statistics.last_checks += 1
+        timeout = self.settings.probe_timeout * (self.awareness + 1)
+        self._checks[member.id] = _Check(self._seq, now + timeout, incarnation, by)
+        verdict = member._replace(incarnation=incarnation, status=Status.DEAD, by=by)
+        ping = Ping(self._seq, self.id, self._me.address, member.id, (verdict,))
+        self._send(self._check_pings, member.address, ping)
+
+    def _run_checks(self, now: float) -> None:
+        for id in [i for i, c in self._checks.items() if now >= c.deadline]:
+            check = self._checks.pop(id)
+            member = self._members[id]
+            if member.live and member.incarnation <= check.incarnation:
+                dead = self._set(member, check.incarnation, Status.DEAD, check.by, now)
                 self._broadcasts.add(dead)
-                continue
-            self._seq += 1
-            self.statistics.last_checks += 1
-            suspicion.check = self._seq
-            suspicion.deadline = now + self.settings.probe_timeout * (self.awareness + 1)
-            heapq.heappush(timers, (suspicion.deadline, member.id))
-            ping = Ping(self._seq, self.id, self._me.address, member.id, (member,))
-            self._send(out, member.address, ping)
 
     def _purge(self, now: float) -> None:
         ttl = self.settings.dead_ttl
@@ -954,6 +983,8 @@ class Membership:
                 self._confirm(member, update.by)
             elif member.live:
                 self._suspect(member, update.incarnation, update.by, now)
+        elif status is Status.DEAD and member.live:
+            self._check(member, update.incarnation, update.by, now)
         elif member.live or (newer and status is Status.LEFT):
             self._broadcasts.add(self._set(member, update.incarnation, status, update.by, now))
 
@@ -1051,6 +1082,8 @@ class Membership:
         new = self._replace(member, **fields)
         if status is not Status.SUSPECT:
             self._suspicions.pop(member.id, None)
+            if status is not Status.ALIVE or incarnation > member.incarnation:
+                self._checks.pop(member.id, None)  # decided, or refuted
         if status is before:
             return new
         self._since[member.id] = now
@@ -1087,6 +1120,7 @@ class Membership:
     def _forget(self, member: Member) -> None:
         self._live_count -= member.live
         self._suspicions.pop(member.id, None)
+        self._checks.pop(member.id, None)
         self._told.pop(member.id, None)
         self._gone.pop(member.id, None)
         self._held.pop(member.id, None)

@@ -260,7 +260,7 @@ def test_a_suspect_reachable_when_its_time_runs_out_is_asked_once_more_and_refut
     a.receive(Gossip(c.id, (rumour,)), 0.0)
     now, check = last_check(a, b)
     assert check.message.target == b.id
-    assert rumour.id in [m.id for m in check.message.updates if m.status is Status.SUSPECT]
+    assert rumour.id in [m.id for m in check.message.updates if m.status is Status.DEAD]
     for answer in b.receive(check.message, now):
         assert answer.to == a.me.address
         a.receive(answer.message, now + 0.001)
@@ -302,6 +302,33 @@ def test_an_ack_without_a_refutation_keeps_the_suspect_and_asks_again_later() ->
     assert later >= now + low
     assert a.statistics.last_checks == 2
     assert any(s.to == b.me.address and isinstance(s.message, Ping) for s in sends)
+
+
+def test_a_death_heard_is_believed_only_once_the_member_fails_a_last_ping() -> None:
+    """Another node's "b is dead" makes a ping b with the verdict, not a death: b answers
+    with its refutation and stays alive (a partition that healed brings such deaths to
+    the nodes that talked to b all along); a b that does not answer is dead."""
+    a, b, c = cores(3, TEST)
+    verdict = Member(b.id, b.me.name, b.me.address, 0, Status.DEAD, c.id)
+    [check] = a.receive(Gossip(c.id, (verdict,)), 0.0)
+    assert status(a, b) is Status.ALIVE
+    assert (check.to, type(check.message)) == (b.me.address, Ping)
+    for answer in b.receive(check.message, 0.001):
+        a.receive(answer.message, 0.002)
+    assert b.me.incarnation == 1
+    assert status(a, b) is Status.ALIVE
+    a.tick(1.0)
+    assert status(a, b) is Status.ALIVE
+    assert a.get(b.id).incarnation == 1  # type: ignore[union-attr]
+    assert [x.kind for x in a.changes() if x.member.id == b.id] == []  # never dead here
+    # The same verdict, and b silent: dead one probe timeout later.
+    a2, b2, c2 = cores(3, TEST)
+    a2.receive(Gossip(c2.id, (Member(b2.id, "node-1", b2.me.address, 0, Status.DEAD, c2.id),)), 0)
+    a2.tick(TEST.probe_timeout / 2)
+    assert status(a2, b2) is Status.ALIVE
+    a2.tick(TEST.probe_timeout * (a2.awareness + 1))
+    assert status(a2, b2) is Status.DEAD
+    assert a2.get(b2.id).by == c2.id  # type: ignore[union-attr]
 
 
 def test_older_news_never_wins() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mesh._config import PROFILES
-from mesh._membership import Status, suspicion_bounds
+from mesh._membership import Change, Status, suspicion_bounds
 
-from .sim.network import Network
+from .sim.network import Network, SimNode
 from .sim.scenarios import lossy, standard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +96,34 @@ def test_a_long_partition_splits_the_mesh_and_the_heal_makes_it_whole() -> None:
     net.heal()
     net.run_until(1.0 + high + 1.0 + 30 * TEST.push_pull_interval)
     assert statuses(net, list(range(40))) == {Status.ALIVE}
+
+
+def test_a_heal_carries_no_death_to_the_side_of_the_dead() -> None:
+    """After a partition longer than the suspicion time each side holds the other dead.
+    When it heals, those death claims reach the nodes that were on the same side as the
+    "dead" and talked to it all along: they must not believe them (a death is believed
+    only of a member held suspect, here a suspicion that the member refutes at once)."""
+    net = Network(40, TEST, seed=7)
+    net.run_until(1.0)
+    left, right = set(range(20)), set(range(20, 40))
+    net.cut(left, right)
+    _, high = suspicion_bounds(TEST, 40)
+    # Heal as soon as deaths are declared, while their news is still being gossiped.
+    while Status.DEAD not in statuses(net, sorted(right)):
+        assert net.now < 1.0 + high + 1.0
+        net.run_until(net.now + 0.01)
+    side = {net.nodes[i].member.id: (i in left) for i in range(40)}
+    echoes: list[tuple[int, str]] = []
+
+    def watch(node: SimNode, change: Change) -> None:
+        if change.kind == "failed" and side[change.member.id] == (node.index in left):
+            echoes.append((node.index, change.member.name))
+
+    net.observers.append(watch)
+    net.heal()
+    net.run_until(net.now + high + 30 * TEST.push_pull_interval)
+    assert statuses(net, list(range(40))) == {Status.ALIVE}
+    assert echoes == []
 
 
 def test_a_one_way_cut_is_survived_through_indirect_probes() -> None:
