@@ -750,7 +750,7 @@ class Node(AsyncResource):
         for change in changes:
             member = change.member
             # A member that left finishes its calls in flight (it said GOODBYE when done).
-            if change.kind in {"suspect", "failed", "replaced"}:
+            if change.kind in {"suspect", "failed", "replaced", "forgotten"}:
                 self._provider_lost(member.id, change.kind)
             if change.kind in {"failed", "replaced", "forgotten"}:
                 self._caller_gone(member.id)
@@ -792,17 +792,17 @@ class Node(AsyncResource):
 
     def _provider_lost(self, member_id: str, why: str) -> None:
         """Member ``member_id`` is suspect, dead or replaced: its calls fail now."""
-        word = {"failed": "dead", "replaced": "replaced by a new process"}.get(why, why)
-        for address, connection in list(self._connections.items()):
+        words = {"failed": "dead", "replaced": "replaced by a new process", "forgotten": "gone"}
+        word = words.get(why, why)
+        for connection in list(self._connections.values()):
             peer = connection.peer
             if peer is None or peer.id != member_id:
                 continue
             self._outgoing.fail_connection(
                 connection, f"provider {peer.name!r} is {word}", ProviderLost
             )
-            if why != "suspect" and self._transport is not None:
-                del self._connections[address]  # a fresh DEALER if it comes back
-                self._spawn(self._transport.close_pump(connection.pump), "close connection")
+            if why != "suspect":
+                self._drop_connection(connection)  # a fresh DEALER if it comes back
 
     def _caller_gone(self, member_id: str) -> None:
         """Member ``member_id`` is dead or replaced (a GOODBYE may never come): its
@@ -1477,7 +1477,10 @@ class Node(AsyncResource):
         try:
             connection.pump.send([self._codec.encode(self._hello(ref))])
             try:
-                answer = await asyncio.wait_for(future, timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation
+                # that comes as the WELCOME lands (CPython gh-86296).
+                async with asyncio.timeout(timeout):
+                    answer = await future
             except TimeoutError:
                 raise ConnectTimeout(
                     f"no answer from {address} within {timeout:g} s"
@@ -1520,8 +1523,8 @@ class Node(AsyncResource):
                     self._outgoing.on_message(connection, message)
         elif isinstance(message, Goodbye):
             if connection.peer is not None and connection.peer.id == message.node_id:
-                connection.peer = None
                 self._outgoing.fail_connection(connection, "the provider left")
+                self._drop_connection(connection)
         else:
             self._protocol_errors += 1
             log.debug("unexpected %s from %s", type(message).__name__, connection.address)
@@ -1532,14 +1535,20 @@ class Node(AsyncResource):
         The connection is dead weight: the next call makes a fresh one and shakes hands.
         The refused call did not run (``SessionLost``, which ``call`` sends again); the
         others on it may have, and will never be answered."""
-        if self._connections.get(connection.address) is connection:
-            del self._connections[connection.address]
         self._outgoing.on_message(connection, refusal)
         name = connection.peer.name if connection.peer else connection.address
         self._outgoing.fail_connection(
             connection, f"node {name!r} dropped this connection (it had declared this node gone)"
         )
+        self._drop_connection(connection)
+
+    def _drop_connection(self, connection: Connection) -> None:
+        """Forget ``connection`` and close its socket: the next call to that address
+        makes a fresh one (a DEALER left open would reconnect to whatever process takes
+        the address next, and hold three file descriptors for nothing)."""
         connection.peer = None
+        if self._connections.get(connection.address) is connection:
+            del self._connections[connection.address]
         if self._transport is not None:
             self._spawn(self._transport.close_pump(connection.pump), "close connection")
 

@@ -47,11 +47,6 @@ async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="mesh/_node.py keeps the RPC connection (a DEALER and its monitor: 3 eventfds)"
-    " to a member that left: closed neither at its GOODBYE nor when it is forgotten",
-)
 async def test_a_survivor_keeps_no_fds_for_departed_members() -> None:
     config = fresh_config(name="survivor")
     async with Node(config) as node, node.subscribe("x."):  # follows each peer's PUB
