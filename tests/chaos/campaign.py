@@ -588,26 +588,10 @@ class Campaign:
             for d in invariants.false_deaths(lines, healthy)
             if fault.sides.get(d.observer, 0) == fault.sides.get(d.name, 0)
         ]
-        # after a partition heals, the other side's "dead" claims reach this side and
-        # the nodes named refute them at once: momentary, reported, not a failure here
-        echo = max(1.0, 2 * PROFILES[self.plan.profile].membership.probe_interval)
-        at_heal = [
-            d
-            for d in deaths
-            if fault.sides
-            and d.end is not None
-            and w.revert - 0.1 <= d.start <= w.revert + echo
-            and d.end - d.start <= echo
-        ]
-        lasting = [d for d in deaths if d not in at_heal]
-        detail = "; ".join(map(str, lasting[:3]))
-        if at_heal:
-            longest = max(d.end - d.start for d in at_heal if d.end is not None)
-            detail += (
-                f" {len(at_heal)} momentary at the heal (other side's claims, "
-                f"refuted within {longest:.2f} s)"
-            )
-        rows.append(Row(w.fault, "no healthy node dead", None, not lasting, detail.strip()))
+        # Since a death heard is believed only after a last direct ping (docs/membership.md,
+        # "The last check"), the other side's claims at a heal are no excuse either.
+        detail = "; ".join(map(str, deaths[:3]))
+        rows.append(Row(w.fault, "no healthy node dead", None, not deaths, detail))
         calls = [self._call(c) for c in self.calls if w.start <= c[4] <= w.end]
         excused = {n for n in self.nodes if n in fault.excused or n in self.down}
         excused |= {n for n in fault.excused}
