@@ -60,6 +60,17 @@ _POLLOUT: Final = int(zmq.POLLOUT)
 READ_BATCH: Final = 256
 #: The same for a SUB socket, whose messages are batches of events (up to BATCH_MOST).
 SUB_READ_BATCH: Final = 8
+#: A SUB socket pings each publisher it follows this often (ZMTP heartbeats, milliseconds)
+#: and drops a connection that has carried nothing for SUB_HEARTBEAT_TIMEOUT after a ping,
+#: then connects again (each attempt given up after SUB_CONNECT_TIMEOUT). Without them a
+#: connection whose packets were lost for a while (a link down and up) stays open while
+#: the publisher's kernel retransmits with a backoff that can reach minutes: the events
+#: stop although both ends list each other alive (docs/events.md, "Delivery").
+#: The TTL tells the publisher to drop its end after that much silence too.
+SUB_HEARTBEAT_IVL: Final = 1_000
+SUB_HEARTBEAT_TIMEOUT: Final = 3_000
+SUB_HEARTBEAT_TTL: Final = 3_000
+SUB_CONNECT_TIMEOUT: Final = 2_000
 
 Role = Literal["router", "dealer", "pub", "sub"]
 #: Called with every new socket, its role and (for a connecting socket) the public key
@@ -401,6 +412,10 @@ class Transport:
     def subscriber(self, on_message: FrameHandler) -> Subscriber:
         """A SUB socket that follows publishers as it is told (:class:`Subscriber`)."""
         sock = self._socket(zmq.SUB, "sub")
+        sock.setsockopt(zmq.HEARTBEAT_IVL, SUB_HEARTBEAT_IVL)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, SUB_HEARTBEAT_TIMEOUT)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, SUB_HEARTBEAT_TTL)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, SUB_CONNECT_TIMEOUT)
         # A message may hold a batch of hundreds of events: read a few per loop turn, so
         # subscribers run between them and their queues do not fill up in one callback.
         pump = self._pump(sock, on_message, name="sub", read_batch=SUB_READ_BATCH)
