@@ -60,17 +60,18 @@ _POLLOUT: Final = int(zmq.POLLOUT)
 READ_BATCH: Final = 256
 #: The same for a SUB socket, whose messages are batches of events (up to BATCH_MOST).
 SUB_READ_BATCH: Final = 8
-#: A SUB socket pings each publisher it follows this often (ZMTP heartbeats, milliseconds)
-#: and drops a connection that has carried nothing for SUB_HEARTBEAT_TIMEOUT after a ping,
-#: then connects again (each attempt given up after SUB_CONNECT_TIMEOUT). Without them a
-#: connection whose packets were lost for a while (a link down and up) stays open while
-#: the publisher's kernel retransmits with a backoff that can reach minutes: the events
-#: stop although both ends list each other alive (docs/events.md, "Delivery").
-#: The TTL tells the publisher to drop its end after that much silence too.
-SUB_HEARTBEAT_IVL: Final = 1_000
-SUB_HEARTBEAT_TIMEOUT: Final = 3_000
-SUB_HEARTBEAT_TTL: Final = 3_000
-SUB_CONNECT_TIMEOUT: Final = 2_000
+#: Every connecting socket (SUB, DEALER) pings its peer this often (ZMTP heartbeats,
+#: milliseconds; libzmq's I/O threads answer, so a busy loop delays nothing) and drops a
+#: connection that has carried nothing for HEARTBEAT_TIMEOUT after a ping, then connects
+#: again (each attempt given up after CONNECT_TIMEOUT). Without them a connection whose
+#: packets were lost for a while (a link down and up) stays open while the kernel
+#: retransmits with a backoff that can reach minutes: events and calls stop although
+#: both ends list each other alive (docs/events.md, "Delivery"; tests/test_events_lan.py).
+#: The TTL tells the peer to drop its end after that much silence too.
+HEARTBEAT_IVL: Final = 1_000
+HEARTBEAT_TIMEOUT: Final = 3_000
+HEARTBEAT_TTL: Final = 3_000
+CONNECT_TIMEOUT: Final = 2_000
 
 Role = Literal["router", "dealer", "pub", "sub"]
 #: Called with every new socket, its role and (for a connecting socket) the public key
@@ -412,10 +413,7 @@ class Transport:
     def subscriber(self, on_message: FrameHandler) -> Subscriber:
         """A SUB socket that follows publishers as it is told (:class:`Subscriber`)."""
         sock = self._socket(zmq.SUB, "sub")
-        sock.setsockopt(zmq.HEARTBEAT_IVL, SUB_HEARTBEAT_IVL)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, SUB_HEARTBEAT_TIMEOUT)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, SUB_HEARTBEAT_TTL)
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, SUB_CONNECT_TIMEOUT)
+        _keep_alive(sock)
         # A message may hold a batch of hundreds of events: read a few per loop turn, so
         # subscribers run between them and their queues do not fill up in one callback.
         pump = self._pump(sock, on_message, name="sub", read_batch=SUB_READ_BATCH)
@@ -441,6 +439,7 @@ class Transport:
         # reach a new process that later binds the same port.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        _keep_alive(sock)
         monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
         try:
             sock.connect(address)
@@ -523,6 +522,14 @@ class Transport:
 # The backend's send: pyzmq's Socket.send only adds routing_id/group handling (unused
 # here) around it, and that wrapper doubles the cost of a send (measured 0.5 -> 0.25 us).
 _backend_send: Final = zmq.backend.Socket.send
+
+
+def _keep_alive(sock: zmq.Socket[bytes]) -> None:
+    """ZMTP heartbeats and a bounded connect on a connecting socket (HEARTBEAT_IVL)."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT)
 
 
 def _send(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
