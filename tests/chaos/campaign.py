@@ -745,6 +745,13 @@ class Campaign:
                 detail,
             )
         )
+        # A node keeps the members that left or died (and their connections) for
+        # dead_ttl: compare the resources once every node has forgotten them.
+        live = self.live()
+        self.run_until(
+            lambda: all(set(self.nodes[n].view["members"]) <= live for n in live),
+            PROFILES[self.plan.profile].membership.dead_ttl + 10.0,
+        )
         self.final = self.usage()
         growth = invariants.resource_growth(self.baseline, self.final, 0.25, 10)
         kept = [
