@@ -7,10 +7,11 @@ and are never faulted; services are spread over the other hosts (:func:`assign`)
 Every node subscribes to the broadcast topic, the last node of each other host joins the
 queue group, and calls go round every live node. A window per fault runs from the fault
 to its end: the fault is applied, held, reverted (a SIGKILL is reverted at once), then
-the campaign waits until every node lists exactly the live members (at most the
-profile's detection bound) and ``steady`` seconds more. The invariants are evaluated
-over the window's reports (:mod:`tests.chaos.invariants`); "time to hold" is from the
-revert to the moment from which an invariant held to the window's end.
+the campaign waits until every node has listed exactly the live members for ``steady``
+seconds in a row (at most the profile's detection bound and ``steady`` more). The
+invariants are evaluated over the window's reports (:mod:`tests.chaos.invariants`);
+"time to hold" is from the revert to the moment from which an invariant held to the
+window's end.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ TARGETS = (
     ("calc.where", True),
 )
 BROADCAST, GROUP_PREFIX, GROUP = "chaos.tick", "queue.", "workers"
+#: Calls of each target from every node before the resources' baseline (see setup).
+WARM_CALLS = 20
 #: How often the membership is sampled (seconds).
 SAMPLE_EVERY = 0.5
 
@@ -345,6 +348,16 @@ class Campaign:
         self.samples.append((now, not problems, problems[:3]))
         self.cpu.tick(now, [self.nodes[n].proc.pid for n in live])
 
+    def right_for(self, since: float) -> float:
+        """Seconds the membership has been listed right without a break (samples after
+        ``since`` only; 0 when the latest is wrong)."""
+        first_right = None
+        for at, ok, _ in reversed(self.samples):
+            if at <= since or not ok:
+                break
+            first_right = at
+        return 0.0 if first_right is None else self.samples[-1][0] - first_right
+
     def usage(self) -> dict[str, Usage]:
         return {
             n: Usage(
@@ -498,6 +511,13 @@ class Campaign:
         self.log(f"mesh of {len(started)} nodes formed in {formed - t0:.1f} s after ready")
         for node in started:
             self.subscribe(node)
+            # Connections to providers open on first use: open them all before the
+            # baseline (each target called WARM_CALLS times at once from every node,
+            # so that "fewest outstanding" reaches every provider), or the resources
+            # grow by them over the run.
+            for _ in range(WARM_CALLS):
+                for target, _idempotent in TARGETS:
+                    node.send(f"call {target}")
         self.run_for(plan.warmup)
         self.baseline = self.usage()
 
@@ -533,8 +553,9 @@ class Campaign:
         self.run_for(fault.hold)
         fault.revert()
         w.revert = time.time()
-        self.run_until(lambda: self.samples[-1][1] and self.samples[-1][0] > w.revert, bound)
-        self.run_for(plan.steady)
+        # Until the membership has been listed right for `steady` seconds in a row (a
+        # heal brings transient suspicions: the invariant is to converge and stay right).
+        self.run_until(lambda: self.right_for(w.revert) >= plan.steady, bound + plan.steady)
         w.end = time.time()
         usage = self.usage()
         w.rss_after = sum(u.rss for u in usage.values()) / 1e6
