@@ -236,7 +236,7 @@ class MemberStatistics:
     nacks: int = 0
     suspicions: int = 0
     refutations: int = 0
-    #: Suspects told of their suspicion when they made contact (see _tell_suspect).
+    #: Suspects (and members held dead) told so when they made contact (_tell_accused).
     suspects_told: int = 0
     #: Members pinged once more before this node held them dead (see _check).
     last_checks: int = 0
@@ -650,17 +650,19 @@ class Membership:
                 self._apply(member, now, member.id != message.source, message.reply_to)
             if message.reply:
                 self._sync_with(message.reply_to, out, reply=False)
-        self._tell_suspect(message.source, now, out)
+        self._tell_accused(message.source, now, out)
         return self._done(out)
 
-    def _tell_suspect(self, source: str, now: float, out: list[Send]) -> None:
-        """A member this node holds as suspect just sent it something: tell it (at most
-        once a probe interval), so it refutes now. Lifeguard's buddy system tells a
-        suspect only when a suspecting node probes it; after a partition heals, nodes
-        whose awareness is high probe every few seconds, and a cut-off node could learn
-        of its suspicion only after the shortest suspicion had run out."""
+    def _tell_accused(self, source: str, now: float, out: list[Send]) -> None:
+        """A member this node holds as suspect or dead just sent it something: tell it
+        (at most once a probe interval), so it refutes now. Lifeguard's buddy system
+        tells a suspect only when a suspecting node probes it; after a partition heals,
+        nodes whose awareness is high probe every few seconds, and a cut-off node could
+        learn of its suspicion only after the shortest suspicion had run out. Nobody
+        probes or gossips to a dead member: one that was only stopped (SIGSTOP) would
+        hear of its death at the next push-pull, tens of seconds later."""
         member = self._members.get(source)
-        if member is None or member.status is not Status.SUSPECT:
+        if member is None or member.status not in (Status.SUSPECT, Status.DEAD):
             self._told.pop(source, None)
             return
         if now - self._told.get(source, -math.inf) < self.settings.probe_interval:

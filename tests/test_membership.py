@@ -331,6 +331,24 @@ def test_a_death_heard_is_believed_only_once_the_member_fails_a_last_ping() -> N
     assert a2.get(b2.id).by == c2.id  # type: ignore[union-attr]
 
 
+def test_a_member_held_dead_that_makes_contact_is_told_and_comes_back() -> None:
+    """A node stopped (SIGSTOP) past the suspicion time is dead to the others, and when it
+    runs again nobody talks to it: the first message it sends is answered with its death,
+    so it refutes at once instead of at the next push-pull."""
+    a, b, c = cores(3, TEST)
+    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.DEAD, c.id),)), 0)
+    a.tick(TEST.probe_timeout)  # the last check went unanswered
+    assert status(a, b) is Status.DEAD
+    sends = a.receive(Ping(1, b.id, b.me.address, a.id, ()), TEST.probe_timeout + 0.01)
+    told = [s for s in sends if s.to == b.me.address and isinstance(s.message, Gossip)]
+    assert told
+    assert told[0].message.updates[0].status is Status.DEAD
+    b.receive(told[0].message, 0.05)
+    assert b.me.incarnation == 1
+    a.receive(Gossip(b.id, (b.me,)), 0.06)
+    assert status(a, b) is Status.ALIVE
+
+
 def test_older_news_never_wins() -> None:
     a, b = cores(2, TEST)
     b.receive(Gossip(a.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, a.id),)), 0)
