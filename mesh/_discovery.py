@@ -27,6 +27,7 @@ import ifaddr
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from ._aio import within
 from ._errors import ConfigError, ProtocolError, TransportError
 from ._keys import decode_key, z85_decode
 from ._resource import AsyncResource
@@ -530,10 +531,7 @@ class Discovery(AsyncResource):
                 self._registered = False
                 try:
                     goodbye = await zc.async_unregister_service(self._info)
-                    # Not asyncio.wait_for: on Python 3.11 it loses a cancellation that
-                    # comes as the goodbye is sent (CPython gh-86296).
-                    async with asyncio.timeout(GOODBYE_TIMEOUT):
-                        await goodbye
+                    await within(goodbye, GOODBYE_TIMEOUT)
                 except Exception:
                     log.debug("discovery: goodbye of %s failed", self._info.name, exc_info=True)
         finally:

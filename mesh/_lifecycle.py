@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._aio import wait_set
+from ._aio import wait_set, within
 from ._config import SupervisionSettings
 from ._events import SERVICE_CRASHED, SERVICE_FAILED, SERVICE_RESTARTED
 from ._listing import version_matches
@@ -308,10 +308,7 @@ class Lifecycle:
         if stop is None:
             return
         try:
-            # Not asyncio.wait_for: on Python 3.11 it loses a cancellation (the node
-            # closing) that comes as stop() returns, and the supervisor carries on.
-            async with asyncio.timeout(self.settings.hook_timeout):
-                await stop()
+            await within(stop(), self.settings.hook_timeout)
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit):
@@ -330,8 +327,7 @@ class Lifecycle:
         try:
             result = hook(dependency.service)
             if inspect.isawaitable(result):
-                async with asyncio.timeout(self.settings.hook_timeout):  # not wait_for
-                    await result
+                await within(result, self.settings.hook_timeout)
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ._aio import wait_set
+from ._aio import wait_set, within
 from ._catalog import (
     Catalog,
     CatalogStatistics,
@@ -1477,10 +1477,7 @@ class Node(AsyncResource):
         try:
             connection.pump.send([self._codec.encode(self._hello(ref))])
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation
-                # that comes as the WELCOME lands (CPython gh-86296).
-                async with asyncio.timeout(timeout):
-                    answer = await future
+                answer = await within(future, timeout)
             except TimeoutError:
                 raise ConnectTimeout(
                     f"no answer from {address} within {timeout:g} s"

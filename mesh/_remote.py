@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._aio import within
 from ._client import Outgoing, RoutedStream, Stream
 from ._config import Config
 from ._discovery import Discovery, Sighting
@@ -172,10 +173,7 @@ class Client(AsyncResource):
         ):
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    # Not asyncio.wait_for, which on Python 3.11 loses a cancellation
-                    # that comes as a sighting arrives (CPython gh-86296).
-                    async with asyncio.timeout(left):
-                        sighting = await sightings.get()
+                    sighting = await within(sightings.get(), left)
                 except TimeoutError:
                     break
                 address = sighting.rpc

@@ -33,16 +33,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from tests.bench._harness import counted, time_limit
-from tests.bench.rpc import ROOT, _before_exec
 from tests.procstat import usage
-from tests.programs import node_env, node_program, read_any
+from tests.programs import node_env, node_program, read_any, spawner
 
 #: Discovery modes.
 MODES = ("zeroconf", "seeds")
@@ -100,17 +98,6 @@ def _envs(nodes: int, profile: str, discovery: str) -> list[dict[str, str]]:
     return envs
 
 
-def _spawner(stderr: IO[bytes] | int) -> Callable[..., subprocess.Popen[bytes]]:
-    """Popen for node_program, with stderr to ``stderr`` (not a pipe that nobody reads:
-    a full one would block the node)."""
-
-    def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        kwargs["stderr"] = stderr
-        return subprocess.Popen(argv, cwd=ROOT, preexec_fn=_before_exec(None), **kwargs)
-
-    return spawn
-
-
 def _drain_until_exit(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
     """Read (and forget) what ``procs`` print until they all exit or ``timeout`` passes: a
     node blocked writing to a full pipe would never see its SIGTERM."""
@@ -141,7 +128,7 @@ def run(
             errors: IO[bytes] | int = subprocess.DEVNULL
             if stderr_dir is not None:
                 errors = stack.enter_context(open(stderr_dir / f"n{i:02}.err", "wb"))
-            procs.append(stack.enter_context(node_program("tests.lan_node", env, _spawner(errors))))
+            procs.append(stack.enter_context(node_program("tests.lan_node", env, spawner(errors))))
         role = {proc.pid: i for i, proc in enumerate(procs)}
         ready: dict[int, float] = {}
         converged: dict[int, float] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -11,9 +13,39 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
+#: The repository: programs run from here, so ``python -m tests.x`` finds its modules.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def before_exec(cpus: set[int] | None = None) -> Callable[[], None]:
+    """What a child process does before exec: get SIGTERM if this process dies (Linux),
+    and keep to ``cpus`` if given (its threads inherit that)."""
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return prepare
+
+
+def spawner(stderr: IO[bytes] | int, *, stdin: int | None = None) -> Spawn:
+    """Popen for :func:`node_program`: from the repository, SIGTERM if this process dies,
+    stderr to ``stderr`` (not a pipe nobody reads: a full one would block the node), and
+    ``stdin`` (e.g. ``subprocess.PIPE`` for a program that takes commands) if given."""
+
+    def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs["stderr"] = stderr
+        if stdin is not None:
+            kwargs["stdin"] = stdin
+        return subprocess.Popen(argv, cwd=ROOT, preexec_fn=before_exec(), **kwargs)
+
+    return spawn
 
 
 def node_env(**settings: str) -> dict[str, str]:

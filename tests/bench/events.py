@@ -75,7 +75,8 @@ import zmq.asyncio
 
 import mesh
 from tests.bench._harness import counted, placement, run
-from tests.bench.rpc import ROOT, _before_exec, _end
+from tests.bench.rpc import _end
+from tests.programs import ROOT, before_exec
 
 PAYLOAD_BYTES = 100
 #: The high-water mark of the raw sockets: mesh's default (Limits.send_hwm, recv_hwm).
@@ -505,7 +506,7 @@ class _Process:
             stdout=subprocess.PIPE,
             stderr=errors,
             bufsize=0,
-            preexec_fn=_before_exec(cpus) if sys.platform == "linux" else None,
+            preexec_fn=before_exec(cpus) if sys.platform == "linux" else None,
         )
         self._buffer = b""
 

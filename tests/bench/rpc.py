@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import json
 import math
@@ -55,8 +54,8 @@ import zmq.asyncio
 import mesh
 import mesh.sync
 from tests.bench._harness import counted, placement, run
+from tests.programs import ROOT, before_exec
 
-ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD_BYTES = 100
 HWM = 100_000
 #: How long one blocking recv may wait before the run is declared stuck (ms).
@@ -103,19 +102,6 @@ def request_id(frame: bytes) -> int:
 
 
 # -- server processes ---------------------------------------------------------------------
-
-
-def _before_exec(cpus: set[int] | None) -> Callable[[], None]:
-    """What a server's child process does before exec: get SIGTERM if this benchmark
-    dies (Linux), and keep to ``cpus`` if given (its threads inherit that)."""
-
-    def prepare() -> None:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    return prepare
 
 
 def _server_env(mesh_name: str, secret: Path | None = None) -> dict[str, str]:
@@ -180,7 +166,7 @@ def server(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=errors,
-        preexec_fn=_before_exec(cpus) if sys.platform == "linux" else None,
+        preexec_fn=before_exec(cpus) if sys.platform == "linux" else None,
     )
     try:
         try:

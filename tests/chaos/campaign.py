@@ -351,12 +351,8 @@ class Campaign:
     def right_for(self, since: float) -> float:
         """Seconds the membership has been listed right without a break (samples after
         ``since`` only; 0 when the latest is wrong)."""
-        first_right = None
-        for at, ok, _ in reversed(self.samples):
-            if at <= since or not ok:
-                break
-            first_right = at
-        return 0.0 if first_right is None else self.samples[-1][0] - first_right
+        held = invariants.held_since([(at, ok) for at, ok, _ in self.samples if at > since])
+        return 0.0 if held is None else self.samples[-1][0] - held
 
     def usage(self) -> dict[str, Usage]:
         return {

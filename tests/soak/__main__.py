@@ -36,9 +36,8 @@ from contextlib import ExitStack, contextmanager
 from typing import IO, Any
 
 from tests.bench._harness import counted, time_limit
-from tests.bench.rpc import ROOT, _before_exec
 from tests.procstat import Usage, usage
-from tests.programs import node_env, node_program, read_line, stop
+from tests.programs import node_env, node_program, read_line, spawner, stop
 
 #: How much a process's RSS may grow from *before* to *after*. The soak's objects are
 #: freed and collected by then; what remains is the allocator's: pymalloc keeps arenas
@@ -78,17 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _spawn(errors: IO[bytes]) -> Any:
-    """Popen for node_program: from the repository, stdin a pipe (commands), stderr to
-    ``errors``, SIGTERM if this process dies."""
-
-    def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        kwargs.update(stdin=subprocess.PIPE, stderr=errors)
-        return subprocess.Popen(argv, cwd=ROOT, preexec_fn=_before_exec(None), **kwargs)
-
-    return spawn
-
-
 class Driver:
     """Gives the client its commands and reads its answers."""
 
@@ -115,7 +103,7 @@ def pair(errors: IO[bytes]) -> Iterator[tuple[subprocess.Popen[bytes], subproces
         "MESH_HOST": "127.0.0.1",
         "MESH_PORT": "0",
     }
-    spawn = _spawn(errors)
+    spawn = spawner(errors, stdin=subprocess.PIPE)
     with ExitStack() as stack:
         server_env = node_env(MESH_NODE_NAME="soak-server", **settings)
         server = stack.enter_context(node_program("tests.soak.server", server_env, spawn))
