@@ -6,9 +6,10 @@ every node listed every other alive again about a second after the heal. A host 
 alone often does not declare the others dead (its own probes fail, so Lifeguard slows
 it down), so its SUB socket keeps the TCP connection to the publisher's PUB; the
 publisher's kernel retransmits what it sent during the cut with a doubling backoff
-(13 s after a 14 s cut), and a SUB socket sends nothing that would prompt it. The fix:
-ZMTP heartbeats on the SUB socket (mesh/_transport.py, ``Transport.subscriber``).
-These tests require the events published after the heal to arrive within seconds.
+(13 s after a 14 s cut), and a SUB socket sends nothing that would prompt it. Calls
+sent into a cut wait the same way. The fix: ZMTP heartbeats on SUB and DEALER sockets
+(mesh/_transport.py, ``_keep_alive``). These tests require the events published, and
+the calls made, after the heal to go through within seconds.
 """
 
 from __future__ import annotations
