@@ -327,6 +327,8 @@ class _Check:
     deadline: float
     incarnation: int
     by: str
+    #: The second stage: asked again directly and through relays.
+    indirect: bool = False
 
 
 @dataclass(slots=True)
@@ -742,6 +744,10 @@ class Membership:
             probe.indirect = True
             target = self._members.get(probe.target)
             if target is not None:
+                # memberlist's fallback: once more directly, beside the relays (a message
+                # lost where a connection dropped is not a target that is gone).
+                ping = Ping(probe.seq, self.id, self._me.address, target.id, ())
+                self._send(out, target.address, ping)
                 for relay in self._pick(self.settings.indirect_checks, exclude=target.id):
                     probe.expected_nacks += 1
                     self.statistics.indirect_probes += 1
@@ -756,14 +762,19 @@ class Membership:
             missed = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
             self._raise_awareness(missed)
             target = self._members.get(probe.target)
-            if (
-                2 * probe.nacks < probe.expected_nacks
-                and self.awareness < self.settings.awareness_max
-            ):
+            # At the worst health score this node has failed for long (probing ever more
+            # slowly), and a node cut off from the LAN must still come to see its
+            # partition: it accuses on any failed probe.
+            doubt = self.awareness < self.settings.awareness_max
+            if doubt and 2 * probe.nacks < probe.expected_nacks:
                 # Most relays are silent too: more likely this node is cut off than the
-                # target dead. Accuse nobody; the next probes will tell. At the worst
-                # health score it has failed for long (probing ever more slowly), and a
-                # node cut off from the LAN must still come to see its partition.
+                # target dead. Accuse nobody; the next probes will tell.
+                target = None
+            elif doubt and target is not None and probe.nacks < probe.expected_nacks:
+                # Some relays reached the target's silence, some were not heard from:
+                # messages are being lost. Probe it again at once before accusing.
+                if target.id not in self._urgent:
+                    self._urgent.append(target.id)
                 target = None
             if target is not None and target.status is Status.ALIVE:
                 self._suspect(target, target.incarnation, self.id, now)
@@ -876,8 +887,19 @@ class Membership:
 
     def _run_checks(self, now: float) -> None:
         for id in [i for i, c in self._checks.items() if now >= c.deadline]:
-            check = self._checks.pop(id)
+            check = self._checks[id]
             member = self._members[id]
+            if not check.indirect:
+                # Unanswered: ask once more, directly and through relays, as a probe does.
+                check.indirect = True
+                check.deadline = now + self.settings.probe_timeout * (self.awareness + 1)
+                out = self._check_pings
+                self._send(out, member.address, Ping(check.seq, self.id, self._me.address, id, ()))
+                for relay in self._pick(self.settings.indirect_checks, exclude=id):
+                    request = PingReq(check.seq, self.id, self._me.address, id, member.address)
+                    self._send(out, relay.address, request)
+                continue
+            del self._checks[id]
             if member.live and member.incarnation <= check.incarnation:
                 dead = self._set(member, check.incarnation, Status.DEAD, check.by, now)
                 self._broadcasts.add(dead)

@@ -270,18 +270,72 @@ def test_a_suspect_reachable_when_its_time_runs_out_is_asked_once_more_and_refut
     assert "failed" not in [x.kind for x in a.changes() if x.member.id == b.id]
 
 
-def test_an_unanswered_last_check_is_a_death_one_probe_timeout_later() -> None:
-    a, b, c = cores(3, TEST)
-    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id),)), 0)
-    now, _check = last_check(a, b)
+def second_stage(node: Membership, check: Send) -> tuple[float, list[Send]]:
+    """Tick ``node`` until its unanswered ``check`` asks again: (when, what it sent)."""
+    while True:
+        now = node.next_deadline()
+        sends = [s for s in node.tick(now) if getattr(s.message, "seq", 0) == check.message.seq]
+        if sends:
+            return now, sends
+
+
+def test_an_unanswered_last_check_asks_again_through_relays_then_is_a_death() -> None:
+    """Unanswered for a probe timeout, the check asks once more, directly and through
+    relays (a lost message is not a dead member); unanswered again, it is a death."""
+    a, b, c, d = cores(4, TEST)
+    rumour = Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id)
+    a.receive(Gossip(c.id, (rumour,)), 0)
+    now, check = last_check(a, b)
     wait = TEST.probe_timeout * (a.awareness + 1)
+    later, second = second_stage(a, check)
+    assert later == pytest.approx(now + wait)
+    assert status(a, b) is Status.SUSPECT
+    again = sorted((type(s.message).__name__, s.to) for s in second)
+    assert again == sorted(
+        [("Ping", b.me.address), ("PingReq", c.me.address), ("PingReq", d.me.address)]
+    )
     while status(a, b) is Status.SUSPECT:
-        later = a.next_deadline()
-        a.tick(later)
+        a.tick(a.next_deadline())
     assert status(a, b) is Status.DEAD
     [failed] = [x for x in a.changes() if x.member.id == b.id and x.kind == "failed"]
-    assert failed.at == pytest.approx(now + wait)
+    assert failed.at == pytest.approx(now + 2 * wait)
     assert a.statistics.last_checks == 1
+
+
+def test_a_last_check_answered_through_a_relay_is_no_death() -> None:
+    a, b, c, _d = cores(4, TEST)
+    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id),)), 0)
+    _now, check = last_check(a, b)
+    later, second = second_stage(a, check)
+    [request] = [s for s in second if s.to == c.me.address]
+    [ping] = c.receive(request.message, later)
+    [ack] = b.receive(ping.message, later)
+    [relayed] = c.receive(ack.message, later)
+    a.receive(relayed.message, later + 0.001)
+    a.tick(later + 3 * TEST.probe_interval)
+    assert status(a, b) is not Status.DEAD
+    assert "failed" not in [x.kind for x in a.changes() if x.member.id == b.id]
+
+
+def test_a_probe_unanswered_at_its_timeout_pings_again_beside_the_relays() -> None:
+    """memberlist's fallback ping: a message lost once does not make a suspect."""
+    a, b, c = cores(3, TEST)
+    now, ping = probe(a)
+    sends: list[Send] = []
+    while not any(isinstance(s.message, PingReq) for s in sends):
+        later = a.next_deadline()
+        sends = a.tick(later)
+    assert later == pytest.approx(now + TEST.probe_timeout)
+    target = ping.to
+    direct = [s for s in sends if s.to == target and isinstance(s.message, Ping)]
+    assert [s.message.seq for s in direct] == [ping.message.seq]
+    assert [type(s.message) for s in sends if s.to != target] == [PingReq]
+    target_core = b if target == b.me.address else c
+    [ack] = target_core.receive(direct[0].message, later)
+    a.receive(ack.message, later + 0.001)
+    run([a], later, later + TEST.probe_interval)
+    assert a.statistics.probes_failed == 0
+    assert status(a, target_core) is Status.ALIVE
 
 
 def test_an_ack_without_a_refutation_keeps_the_suspect_and_asks_again_later() -> None:
@@ -321,12 +375,13 @@ def test_a_death_heard_is_believed_only_once_the_member_fails_a_last_ping() -> N
     assert status(a, b) is Status.ALIVE
     assert a.get(b.id).incarnation == 1  # type: ignore[union-attr]
     assert [x.kind for x in a.changes() if x.member.id == b.id] == []  # never dead here
-    # The same verdict, and b silent: dead one probe timeout later.
+    # The same verdict, and b silent: dead once asked twice (directly, then through
+    # relays too), a probe timeout each.
     a2, b2, c2 = cores(3, TEST)
     a2.receive(Gossip(c2.id, (Member(b2.id, "node-1", b2.me.address, 0, Status.DEAD, c2.id),)), 0)
-    a2.tick(TEST.probe_timeout / 2)
-    assert status(a2, b2) is Status.ALIVE
     a2.tick(TEST.probe_timeout * (a2.awareness + 1))
+    assert status(a2, b2) is Status.ALIVE
+    a2.tick(2 * TEST.probe_timeout * (a2.awareness + 1))
     assert status(a2, b2) is Status.DEAD
     assert a2.get(b2.id).by == c2.id  # type: ignore[union-attr]
 
@@ -337,7 +392,8 @@ def test_a_member_held_dead_that_makes_contact_is_told_and_comes_back() -> None:
     so it refutes at once instead of at the next push-pull."""
     a, b, c = cores(3, TEST)
     a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.DEAD, c.id),)), 0)
-    a.tick(TEST.probe_timeout)  # the last check went unanswered
+    a.tick(TEST.probe_timeout)
+    a.tick(2 * TEST.probe_timeout)  # the last check went unanswered twice
     assert status(a, b) is Status.DEAD
     sends = a.receive(Ping(1, b.id, b.me.address, a.id, ()), TEST.probe_timeout + 0.01)
     told = [s for s in sends if s.to == b.me.address and isinstance(s.message, Gossip)]
@@ -380,6 +436,46 @@ def test_relays_ack_for_the_target_or_nack_in_time() -> None:
         nacks = [s for s in relay.tick(due) if isinstance(s.message, Nack)]
     assert due - 0.1 < TEST.probe_interval - TEST.probe_timeout
     assert [(n.message.seq, n.to) for n in nacks] == [(42, a.me.address)]
+
+
+def failed_probe(nodes: list[Membership], answering: int, now: float = 0.0) -> tuple[float, Send]:
+    """Tick every node each millisecond through one probe of ``nodes[0]`` whose target
+    never answers and of whose relays only the first ``answering`` hear the request (and
+    nack); every other message is lost. Returns (when the probe failed, its ping)."""
+    a, table = nodes[0], by_address(nodes)
+    failed = a.statistics.probes_failed
+    ping: Send | None = None
+    relays: list[Membership] = []
+    while a.statistics.probes_failed == failed:
+        now += 0.001
+        for node in nodes:
+            for send in node.tick(now):
+                if node is a and isinstance(send.message, Ping) and ping is None:
+                    ping = send
+                elif node is a and isinstance(send.message, PingReq):
+                    if len(relays) < answering:
+                        relays.append(table[send.to])
+                        table[send.to].receive(send.message, now)  # its ping is lost
+                elif node in relays and isinstance(send.message, Nack) and send.to == a.me.address:
+                    a.receive(send.message, now)
+    assert ping is not None
+    return now, ping
+
+
+def test_a_failed_probe_with_relays_unheard_probes_again_before_accusing() -> None:
+    """Relays that nack saw the target silent; relays not heard from point at messages
+    being lost: the target is probed again at once, and accused only when a probe fails
+    with every relay's nack."""
+    nodes = cores(5, TEST)
+    a = nodes[0]
+    now, ping = failed_probe(nodes, answering=2)
+    target = by_address(nodes)[ping.to]
+    assert a.statistics.nacks == 2
+    assert status(a, target) is Status.ALIVE
+    _, again = failed_probe(nodes, answering=3, now=now)
+    assert again.to == target.me.address  # at once, out of turn
+    assert a.statistics.nacks == 5
+    assert status(a, target) is Status.SUSPECT
 
 
 def test_a_cut_off_node_doubts_itself_instead_of_accusing() -> None:

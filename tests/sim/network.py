@@ -86,7 +86,12 @@ class Network:
         self._by_address: dict[str, SimNode] = {}
         self._heap: list[tuple[float, int, int, int, object]] = []
         self._seq = 0
-        self._link_free: dict[tuple[int, int], float] = {}  # FIFO: last delivery time
+        #: FIFO: the last delivery time of each link with a message in flight (a link
+        #: whose last message has arrived is free; such entries are pruned).
+        self._link_free: dict[tuple[int, int], float] = {}
+        self._prune_at = 1024
+        #: For each node, the nodes that have a connection to it (have sent it anything).
+        self._connected: dict[int, set[int]] = {}
         self._cut: dict[tuple[int, int], bool] = {}  # (src, dst) -> True while cut
         self._held: dict[tuple[int, int], float] = {}  # (src, dst) -> held until
         #: Every change every core reported: (observer index, change).
@@ -133,9 +138,18 @@ class Network:
             member = Member(member.id, name, old.address)
             index = old.index
         node = self._add_node(index, member, known=[])
-        self._sent(node, node.core.join([self.nodes[seed].address], self.now))
-        self._schedule_tick(node)
+        self._join_through(node, self.nodes[seed].address, self.settings.probe_interval)
         return node
+
+    def _join_through(self, node: SimNode, seed: str, delay: float) -> None:
+        """Sync with the seed, and again after ``delay`` (doubling) while the node knows
+        nobody, as ``Node`` does: the first sync or its answer may be lost."""
+        if not node.running or self.nodes[node.index] is not node:
+            return
+        if node.core.live_count() <= 1:
+            self._sent(node, node.core.join([seed], self.now))
+            later = min(2 * delay, self.settings.push_pull_interval)
+            self.at(self.now + delay, lambda: self._join_through(node, seed, later))
 
     def crash(self, index: int) -> None:
         """The node stops answering, with no signal to anyone (a host that lost power)."""
@@ -147,7 +161,7 @@ class Network:
         so every node that has one (that has sent it anything) gets "disconnected"."""
         self.crash(index)
         address = self.nodes[index].address
-        peers = sorted(src for src, dst in self._link_free if dst == index)
+        peers = sorted(self._connected.get(index, ()))
         for src in peers:
             peer = self.nodes[src]
             if peer.running:
@@ -248,8 +262,13 @@ class Network:
                 arrival = held
             arrival = max(arrival, self._link_free.get(link, 0.0))
             self._link_free[link] = arrival
+            self._connected.setdefault(target.index, set()).add(node.index)
             self._push(arrival, _DELIVER, target.index, send.message)
         self._schedule_tick(node)
+        if len(self._link_free) > self._prune_at:
+            now = self.now
+            self._link_free = {link: t for link, t in self._link_free.items() if t > now}
+            self._prune_at = 2 * len(self._link_free) + 1024
 
     def _schedule_tick(self, node: SimNode) -> None:
         if not node.running:
