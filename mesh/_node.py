@@ -1236,6 +1236,9 @@ class Node(AsyncResource):
         if call.credit > max_credit:
             self._limit_violations += 1
         credit = Credit(call.credit, max_credit) if spec.is_stream else None
+        if credit is None and self._dispatcher.can_call_now(spec, context):
+            self._call_now(routing_id, call, spec, context)
+            return
         task = asyncio.get_running_loop().create_task(
             self._run_call(routing_id, call, spec, context, credit)
         )
@@ -1363,6 +1366,21 @@ class Node(AsyncResource):
             serving.context.cancel()
             serving.task.cancel()
 
+    def _call_now(
+        self, routing_id: bytes, call: Call, spec: MethodSpec, context: CallContext
+    ) -> None:
+        """Run an inline handler (an ``async def`` that never awaits) to its end and
+        answer, without a task: a task, its step and its done callback cost more than
+        such a handler (docs/performance.md)."""
+        try:
+            result = self._dispatcher.call_now(spec, context, call.args, call.kwargs)
+        except asyncio.CancelledError:
+            return  # the handler cancelled itself: as in a task, nothing is answered
+        except BaseException as exc:
+            self._answer_error(routing_id, call.call_id, exc)
+            return
+        self._answer(routing_id, call, Reply(call.call_id, result))
+
     async def _run_call(
         self,
         routing_id: bytes,
@@ -1397,21 +1415,32 @@ class Node(AsyncResource):
                     ),
                 )
             return
-        except BaseException as exc:  # the handler's error, for the caller
-            code, message, kind, text = error_to_wire(exc)
-            self._reply_error(routing_id, Error(call_id, code, message, kind, text))
-            if not isinstance(exc, Exception):
-                raise  # SystemExit, KeyboardInterrupt: answered, then let through
+        except BaseException as exc:
+            self._answer_error(routing_id, call_id, exc)
             return
+        self._answer(routing_id, call, answer)
+
+    def _answer(self, routing_id: bytes, call: Call, answer: Message) -> None:
+        """Send a call's REPLY (or STREAM_END); a result that cannot travel is an error."""
         try:
             self._reply(routing_id, answer)
-        except ProtocolError as exc:  # the result cannot travel: say so instead
+        except ProtocolError as exc:
             self._reply(
                 routing_id,
                 Error(
-                    call_id, ProtocolError.code, f"{call.target}: the result cannot be sent: {exc}"
+                    call.call_id,
+                    ProtocolError.code,
+                    f"{call.target}: the result cannot be sent: {exc}",
                 ),
             )
+
+    def _answer_error(self, routing_id: bytes, call_id: int, exc: BaseException) -> None:
+        """Send the handler's error to the caller; SystemExit and KeyboardInterrupt are
+        answered, then let through."""
+        code, message, kind, text = error_to_wire(exc)
+        self._reply_error(routing_id, Error(call_id, code, message, kind, text))
+        if not isinstance(exc, Exception):
+            raise exc
 
     def _reply_error(self, routing_id: bytes, error: Error) -> None:
         """Send an ERROR; one too large to encode goes out shortened."""

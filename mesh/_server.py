@@ -87,6 +87,11 @@ class _Limiter:
     def full(self) -> bool:
         return self._running >= self._concurrency and len(self._waiters) >= self._queue
 
+    @property
+    def free(self) -> bool:
+        """A slot is free and nobody waits for one."""
+        return self._running < self._concurrency and not self._waiters
+
     async def acquire(self) -> None:
         if self._running < self._concurrency and not self._waiters:
             self._running += 1
@@ -309,6 +314,47 @@ class Dispatcher:
         """Run a unary handler and return its result (or raise what it raised)."""
         return await self._accounted(spec, context, lambda: self._run(spec, context, args, kwargs))
 
+    def can_call_now(self, spec: MethodSpec, context: CallContext) -> bool:
+        """Whether :meth:`call_now` may run this call: its handler is inline
+        (``spec.inline``), its service has a free slot that nobody waits for, and its
+        deadline has not passed. Otherwise :meth:`call` runs it, in a task."""
+        service = self.registry.get(spec.service) if spec.inline else None
+        return (
+            service is not None
+            and self._limiter(service).free
+            and (context.deadline is None or context.deadline > time.monotonic())
+        )
+
+    def call_now(
+        self, spec: MethodSpec, context: CallContext, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run an inline handler to its end, here and now (no task: it cannot suspend,
+        so no deadline can pass and no cancel can come while it runs), counted as
+        :meth:`call` counts. Only where :meth:`can_call_now` says so."""
+        stats = self._method_stats(spec)
+        started = time.monotonic()
+        stats.started(started)
+        error: str | None = None
+        token = _current.set(context)
+        try:
+            coroutine = spec.handler(*args, **kwargs)
+            try:
+                coroutine.send(None)
+            except StopIteration as done:
+                return done.value
+            coroutine.close()  # cannot happen: never_suspends() read its code
+            raise RuntimeError(f"{spec.target}: an inline handler suspended")
+        except asyncio.CancelledError:
+            context.cancel()
+            raise
+        except BaseException as exc:
+            error = _error_text(exc)
+            raise
+        finally:
+            _current.reset(token)
+            now = time.monotonic()
+            stats.finished(now, now - started, error=error, timeout=False)
+
     async def stream(
         self,
         spec: MethodSpec,
@@ -409,7 +455,7 @@ class Dispatcher:
                     limiter.release()
         except TimeoutError as exc:
             if not timeout.expired():
-                error = f"TimeoutError: {exc}" if str(exc) else "TimeoutError"
+                error = _error_text(exc)
                 raise
             context.cancel()
             raise CallTimeout(
@@ -422,7 +468,7 @@ class Dispatcher:
             context.cancel()  # the caller gave up (or the node stops): not the method's error
             raise
         except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = _error_text(exc)
             raise
         finally:
             now = time.monotonic()
@@ -508,6 +554,13 @@ class Dispatcher:
             # running (abandoned), closing must wait for it, so chain on the pool's queue.
             with contextlib.suppress(RuntimeError):  # the pool is already shut down
                 self._pool.submit(_close_quietly, generator)
+
+
+def _error_text(exc: BaseException) -> str:
+    """A handler's error as the statistics keep it (``last_error``)."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "TimeoutError"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _close_quietly(generator: Any) -> None:

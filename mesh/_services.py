@@ -8,6 +8,7 @@ answers introspection (signatures, docstrings, versions). It runs nothing itself
 
 from __future__ import annotations
 
+import dis
 import inspect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -179,6 +180,9 @@ class MethodSpec:
     idempotent: bool
     signature: str
     doc: str
+    #: An ``async def`` whose body never awaits: it runs to its end at its first step,
+    #: so the node runs it inline, without a task (see :func:`never_suspends`).
+    inline: bool = False
 
     @property
     def target(self) -> str:
@@ -423,7 +427,18 @@ def _method_spec(
         idempotent=meta.idempotent,
         signature=signature,
         doc=inspect.getdoc(fn) or "",
+        inline=kind == "coroutine" and never_suspends(fn),
     )
+
+
+def never_suspends(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is an ``async def`` that cannot suspend: no ``await``, ``async
+    for`` or ``async with`` in its own body (each compiles to a YIELD_VALUE; a coroutine
+    suspends nowhere else). A wrapper is judged by its own code, not what it wraps."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_COROUTINE:
+        return False
+    return all(op.opname != "YIELD_VALUE" for op in dis.get_instructions(code))
 
 
 def _hooks(obj: object, taken: set[str]) -> Hooks:

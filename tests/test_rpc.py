@@ -432,6 +432,89 @@ async def test_overloaded_when_limit_and_queue_are_full() -> None:
         assert (stats.requests, stats.errors) == (3, 1)
 
 
+async def test_a_handler_that_never_awaits_runs_inline_with_the_same_behaviour() -> None:
+    """An ``async def`` without await cannot suspend: the node runs it at once, without a
+    task (docs/performance.md). Its caller sees no difference: results, errors with
+    their traceback, current_call(), statistics."""
+
+    @service("quick")
+    class Quick:
+        @method
+        async def who(self) -> list[Any]:
+            call = current_call()
+            return [call.caller, call.trace_id, call.remaining, asyncio.current_task() is None]
+
+        @method
+        async def boom(self) -> None:
+            raise ValueError("inline failure")
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Quick())
+        caller, trace, remaining, no_task = await b.call("quick.who", timeout=5.0)
+        assert (caller, no_task) == (b.id, True)
+        assert trace
+        assert 0 < remaining <= 5.0
+        with pytest.raises(mesh.RemoteError, match="inline failure") as info:
+            await b.call("quick.boom")
+        assert info.value.remote_type == "ValueError"
+        assert "raise ValueError" in info.value.remote_traceback
+        stats = a.statistics().services["quick"].methods
+        assert (stats["who"].requests, stats["who"].errors, stats["who"].in_flight) == (1, 0, 0)
+        assert (stats["boom"].requests, stats["boom"].errors) == (1, 1)
+        assert "inline failure" in str(stats["boom"].last_error)
+
+
+def test_only_an_async_def_that_never_awaits_is_inline(security: str) -> None:
+    from mesh._services import never_suspends
+
+    async def plain(x: int) -> int:
+        return x
+
+    async def sleeps() -> None:
+        await asyncio.sleep(0)
+
+    async def locks(lock: asyncio.Lock) -> None:
+        async with lock:
+            pass
+
+    async def iterates(items: Any) -> list[Any]:
+        return [x async for x in items]
+
+    def wrapper(*args: Any) -> Any:
+        return plain(*args)  # a coroutine, but from a plain def
+
+    assert never_suspends(plain)
+    assert never_suspends(Calc().add)  # a bound method
+    assert not any(map(never_suspends, [sleeps, locks, iterates, wrapper, str.upper]))
+
+
+async def test_an_inline_call_waits_its_turn_when_its_service_is_full() -> None:
+    gate = asyncio.Event()
+
+    @service("tight", concurrency=1, queue=4)
+    class Tight:
+        @method
+        async def wait(self) -> str:
+            await gate.wait()
+            return "waited"
+
+        @method
+        async def quick(self) -> str:
+            return "quick"
+
+    async with node("a") as a, node("b") as b:
+        await pair(a, b, Tight())
+        running = asyncio.create_task(b.call("tight.wait"))
+        await wait_until(lambda: a.statistics().calls_in_flight == 1)
+        quick = asyncio.create_task(b.call("tight.quick"))
+        await wait_until(lambda: a.statistics().calls_in_flight == 2)
+        await asyncio.sleep(0.05)
+        assert not quick.done()  # queued behind the call holding the only slot
+        gate.set()
+        assert await running == "waited"
+        assert await quick == "quick"
+
+
 async def test_statistics_count_every_call(calc: tuple[Node, Node]) -> None:
     provider, caller = calc
     for i in range(10):
