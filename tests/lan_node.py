@@ -41,6 +41,7 @@ import faulthandler
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -231,8 +232,11 @@ async def read_commands(node: Node, tasks: set[asyncio.Task[None]]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+            return  # a file or /dev/null (which epoll refuses, logging a traceback)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (OSError, ValueError):  # no usable stdin (e.g. a regular file): no commands
+    except (OSError, ValueError):  # no usable stdin: no commands
         return
     seq = 0
     while line := await reader.readline():
