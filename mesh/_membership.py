@@ -772,7 +772,7 @@ class Membership:
                 target = None
             elif doubt and target is not None and probe.nacks < probe.expected_nacks:
                 # Some relays reached the target's silence, some were not heard from:
-                # messages are being lost. Probe it again at once before accusing.
+                # messages are being lost. Probe it next, out of turn, before accusing.
                 if target.id not in self._urgent:
                     self._urgent.append(target.id)
                 target = None

@@ -464,7 +464,7 @@ def failed_probe(nodes: list[Membership], answering: int, now: float = 0.0) -> t
 
 def test_a_failed_probe_with_relays_unheard_probes_again_before_accusing() -> None:
     """Relays that nack saw the target silent; relays not heard from point at messages
-    being lost: the target is probed again at once, and accused only when a probe fails
+    being lost: the target is the next one probed, and accused only when a probe fails
     with every relay's nack."""
     nodes = cores(5, TEST)
     a = nodes[0]
