@@ -748,7 +748,7 @@ class Membership:
                 # lost where a connection dropped is not a target that is gone).
                 ping = Ping(probe.seq, self.id, self._me.address, target.id, ())
                 self._send(out, target.address, ping)
-                for relay in self._pick(self.settings.indirect_checks, exclude=target.id):
+                for relay in self._pick(self.settings.indirect_checks, target.id, alive=True):
                     probe.expected_nacks += 1
                     self.statistics.indirect_probes += 1
                     request = PingReq(
@@ -770,9 +770,15 @@ class Membership:
                 # Most relays are silent too: more likely this node is cut off than the
                 # target dead. Accuse nobody; the next probes will tell.
                 target = None
-            elif doubt and target is not None and probe.nacks < probe.expected_nacks:
+            elif (
+                doubt
+                and target is not None
+                and target.status is Status.ALIVE
+                and probe.nacks < probe.expected_nacks
+            ):
                 # Some relays reached the target's silence, some were not heard from:
-                # messages are being lost. Probe it next, out of turn, before accusing.
+                # messages are being lost. Probe it next, out of turn, before accusing
+                # (a suspect is confirmed as before: the suspicion is already out).
                 if target.id not in self._urgent:
                     self._urgent.append(target.id)
                 target = None
@@ -895,7 +901,7 @@ class Membership:
                 check.deadline = now + self.settings.probe_timeout * (self.awareness + 1)
                 out = self._check_pings
                 self._send(out, member.address, Ping(check.seq, self.id, self._me.address, id, ()))
-                for relay in self._pick(self.settings.indirect_checks, exclude=id):
+                for relay in self._pick(self.settings.indirect_checks, id, alive=True):
                     request = PingReq(check.seq, self.id, self._me.address, id, member.address)
                     self._send(out, relay.address, request)
                 continue
@@ -945,8 +951,9 @@ class Membership:
         self.statistics.bytes_sent += size
         out.append(Send(to, message, size))
 
-    def _pick(self, count: int, exclude: str) -> list[Member]:
-        """Up to ``count`` distinct random live peers other than ``exclude``."""
+    def _pick(self, count: int, exclude: str, alive: bool = False) -> list[Member]:
+        """Up to ``count`` distinct random live peers other than ``exclude`` (with
+        ``alive``, none that is suspect: relays, as memberlist picks them)."""
         live, members, picked = self._live, self._members, []
         if not live or count <= 0:
             return []
@@ -954,7 +961,7 @@ class Membership:
             member = members.get(live[self._rng.randrange(len(live))])
             if (
                 member is not None
-                and member.live
+                and (member.status is Status.ALIVE if alive else member.live)
                 and member.id != exclude
                 and member.id != self.id
                 and member not in picked

@@ -247,7 +247,13 @@ def last_check(node: Membership, suspect: Membership, limit: float = 10.0) -> tu
         assert now < limit, "the suspicion never ran out"
         sends = node.tick(now)
         assert status(node, suspect) is Status.SUSPECT
-    [check] = [s for s in sends if s.to == suspect.me.address and isinstance(s.message, Ping)]
+    [check] = [
+        s
+        for s in sends
+        if s.to == suspect.me.address
+        and isinstance(s.message, Ping)
+        and any(m.id == suspect.id and m.status is Status.DEAD for m in s.message.updates)
+    ]
     return now, check
 
 
@@ -289,6 +295,7 @@ def test_an_unanswered_last_check_asks_again_through_relays_then_is_a_death() ->
     wait = TEST.probe_timeout * (a.awareness + 1)
     later, second = second_stage(a, check)
     assert later == pytest.approx(now + wait)
+    wait = TEST.probe_timeout * (a.awareness + 1)  # its own failed probes may raise it
     assert status(a, b) is Status.SUSPECT
     again = sorted((type(s.message).__name__, s.to) for s in second)
     assert again == sorted(
@@ -298,7 +305,7 @@ def test_an_unanswered_last_check_asks_again_through_relays_then_is_a_death() ->
         a.tick(a.next_deadline())
     assert status(a, b) is Status.DEAD
     [failed] = [x for x in a.changes() if x.member.id == b.id and x.kind == "failed"]
-    assert failed.at == pytest.approx(now + 2 * wait)
+    assert failed.at == pytest.approx(later + wait)
     assert a.statistics.last_checks == 1
 
 
@@ -476,6 +483,46 @@ def test_a_failed_probe_with_relays_unheard_probes_again_before_accusing() -> No
     assert again.to == target.me.address  # at once, out of turn
     assert a.statistics.nacks == 5
     assert status(a, target) is Status.SUSPECT
+
+
+def test_a_suspect_is_confirmed_by_a_failed_probe_with_relays_unheard() -> None:
+    """Probing again instead of accusing is for a target held alive: the suspicion of a
+    suspect is out already, and this node's failed probe is its confirmation."""
+    nodes = cores(6, TEST)
+    a = nodes[0]
+    now, ping = failed_probe(nodes, answering=2)
+    target = by_address(nodes)[ping.to]
+    accuser = next(n for n in nodes[1:] if n is not target)
+    rumour = target.me._replace(status=Status.SUSPECT, by=accuser.id)
+    a.receive(Gossip(accuser.id, (rumour,)), now)
+    assert status(a, target) is Status.SUSPECT
+    _, again = failed_probe(nodes, answering=2, now=now)
+    assert again.to == target.me.address
+    assert a.get(target.id).by == a.id  # type: ignore[union-attr]
+
+
+def test_relays_are_members_held_alive_never_suspects() -> None:
+    """As memberlist picks them: a suspect relay is likely silent, and a relay unheard
+    from delays the verdict."""
+    nodes = cores(6, TEST)
+    a, silent, suspect = nodes[0], nodes[4], nodes[5]
+    rumour = suspect.me._replace(status=Status.SUSPECT, by=nodes[1].id)
+    a.receive(Gossip(nodes[1].id, (rumour,)), 0.0)
+    drop, table = {silent.me.address, suspect.me.address}, by_address(nodes)
+    asked: list[tuple[Membership, Status | None]] = []
+    now = 0.0
+    while now < 2.0:
+        now += 0.005
+        for node in nodes:
+            if node.me.address not in drop:
+                sends = node.tick(now)
+                if node is a:
+                    relays = [table[s.to] for s in sends if isinstance(s.message, PingReq)]
+                    asked += [(relay, status(a, relay)) for relay in relays]
+                deliver(nodes, sends, now, drop)
+    assert len(asked) >= 3
+    assert all(seen is Status.ALIVE for _, seen in asked)
+    assert suspect not in [relay for relay, _ in asked]
 
 
 def test_a_cut_off_node_doubts_itself_instead_of_accusing() -> None:
