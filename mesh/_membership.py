@@ -274,6 +274,10 @@ MEMBERSHIP_SHARE = 0.5
 MAX_INCARNATION_JUMP = 1_000
 
 
+#: For this many probe intervals after a probe saw messages lost, a member held alive
+#: is accused only once two probes of it have failed with every relay's nack.
+LOSS_MEMORY = 10.0
+
 #: A relay nacks after this fraction of the probe timeout (memberlist: 80%).
 NACK_FRACTION = 0.8
 #: Membership may save up this many seconds of its share, to spend in a burst (the
@@ -484,6 +488,10 @@ class Membership:
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
         self._urgent: list[str] = []
+        #: When a probe last saw messages lost (acked only after its timeout, or
+        #: relays unheard), and the member a failed probe is to be repeated for.
+        self._loss_seen = -math.inf
+        self._again: str | None = None
         self._told: dict[str, float] = {}  # suspects told of it, and when
         self._relays: dict[int, _Relay] = {}
         self._next_probe = now + rng.uniform(0, settings.probe_interval)
@@ -757,35 +765,7 @@ class Membership:
                     self._send(out, relay.address, request)
         if probe is not None and probe.indirect and now >= probe.ends_at:
             self._probe = None
-            self.statistics.probes_failed += 1
-            # Lifeguard: relays that did not even nack point at this node's own trouble.
-            missed = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
-            self._raise_awareness(missed)
-            target = self._members.get(probe.target)
-            # At the worst health score this node has failed for long (probing ever more
-            # slowly), and a node cut off from the LAN must still come to see its
-            # partition: it accuses on any failed probe.
-            doubt = self.awareness < self.settings.awareness_max
-            if doubt and 2 * probe.nacks < probe.expected_nacks:
-                # Most relays are silent too: more likely this node is cut off than the
-                # target dead. Accuse nobody; the next probes will tell.
-                target = None
-            elif (
-                doubt
-                and target is not None
-                and target.status is Status.ALIVE
-                and probe.nacks < probe.expected_nacks
-            ):
-                # Some relays reached the target's silence, some were not heard from:
-                # messages are being lost. Probe it next, out of turn, before accusing
-                # (a suspect is confirmed as before: the suspicion is already out).
-                if target.id not in self._urgent:
-                    self._urgent.append(target.id)
-                target = None
-            if target is not None and target.status is Status.ALIVE:
-                self._suspect(target, target.incarnation, self.id, now)
-            elif target is not None and target.status is Status.SUSPECT:
-                self._confirm(target, self.id)  # an independent confirmation
+            self._judge(probe, now)
         if self._probe is None and now >= self._next_probe:
             scale = self.awareness + 1
             self._next_probe = now + self.settings.probe_interval * scale
@@ -809,6 +789,44 @@ class Membership:
             ping = Ping(self._seq, self.id, self._me.address, target.id, updates)
             self._send(out, target.address, ping)
 
+    def _judge(self, probe: _Probe, now: float) -> None:
+        """A probe failed: accuse its target, confirm its suspicion, probe it again, or
+        accuse nobody (docs/membership.md, "One protocol period")."""
+        self.statistics.probes_failed += 1
+        # Lifeguard: relays that did not even nack point at this node's own trouble.
+        missed = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
+        self._raise_awareness(missed)
+        target = self._members.get(probe.target)
+        if target is None or not target.live:
+            return
+        if self.awareness < self.settings.awareness_max:
+            # (At the worst health score this node has failed for long, probing ever
+            # more slowly, and a node cut off from the LAN must still come to see its
+            # partition: it accuses on any failed probe.)
+            if 2 * probe.nacks < probe.expected_nacks:
+                # Most relays are silent too: more likely this node is cut off than
+                # the target dead. Accuse nobody; the next probes will tell.
+                return
+            if target.status is Status.ALIVE:
+                if probe.nacks < probe.expected_nacks:
+                    self._loss_seen = now  # some relays reached it, some went unheard
+                    again = True
+                else:
+                    # Every relay saw it silent: dead, unless messages are being lost
+                    # here lately; then it must fail a second probe first.
+                    window = LOSS_MEMORY * self.settings.probe_interval
+                    again = now - self._loss_seen < window and self._again != target.id
+                if again:
+                    self._again = target.id
+                    if target.id not in self._urgent:
+                        self._urgent.append(target.id)  # the next one probed
+                    return
+        self._again = None
+        if target.status is Status.ALIVE:
+            self._suspect(target, target.incarnation, self.id, now)
+        else:
+            self._confirm(target, self.id)  # an independent confirmation
+
     def _next_target(self) -> Member | None:
         while self._urgent:
             member = self._members.get(self._urgent.pop(0))
@@ -830,6 +848,10 @@ class Membership:
         if probe is not None and probe.seq == ack.seq:
             self._probe = None
             self._raise_awareness(-1)
+            if probe.indirect:
+                self._loss_seen = now  # answered, but not to the first ping
+            if self._again == probe.target:
+                self._again = None
             return
         relay = self._relays.pop(ack.seq, None)
         if relay is not None:

@@ -485,6 +485,32 @@ def test_a_failed_probe_with_relays_unheard_probes_again_before_accusing() -> No
     assert status(a, target) is Status.SUSPECT
 
 
+def test_after_lost_messages_a_member_is_accused_on_a_second_failed_probe() -> None:
+    """Every relay nacking a silent target means dead, unless this node saw messages
+    lost lately (a probe answered only after its timeout): then a probe that fails
+    that way is repeated at once, and only the second failure accuses."""
+    fresh = cores(6, TEST)
+    _, ping = failed_probe(fresh, answering=3)
+    assert status(fresh[0], by_address(fresh)[ping.to]) is Status.SUSPECT  # no loss seen
+
+    nodes = cores(6, TEST)
+    a, table = nodes[0], by_address(nodes)
+    now, ping = probe(a)
+    sends: list[Send] = []
+    while not any(isinstance(s.message, PingReq) for s in sends):
+        now = a.next_deadline()
+        sends = a.tick(now)
+    [fallback] = [s for s in sends if s.to == ping.to and isinstance(s.message, Ping)]
+    [ack] = table[ping.to].receive(fallback.message, now)  # the first ping was lost
+    a.receive(ack.message, now)
+    now, first = failed_probe(nodes, answering=3, now=now)
+    target = table[first.to]
+    assert status(a, target) is Status.ALIVE
+    _, second = failed_probe(nodes, answering=3, now=now)
+    assert second.to == first.to
+    assert status(a, target) is Status.SUSPECT
+
+
 def test_a_suspect_is_confirmed_by_a_failed_probe_with_relays_unheard() -> None:
     """Probing again instead of accusing is for a target held alive: the suspicion of a
     suspect is out already, and this node's failed probe is its confirmation."""
