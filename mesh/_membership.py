@@ -799,10 +799,10 @@ class Membership:
         target = self._members.get(probe.target)
         if target is None or not target.live:
             return
+        # At the worst health score this node has failed for long, probing ever more
+        # slowly, and a node cut off from the LAN must still come to see its partition:
+        # it accuses on any failed probe. Below it, it doubts:
         if self.awareness < self.settings.awareness_max:
-            # (At the worst health score this node has failed for long, probing ever
-            # more slowly, and a node cut off from the LAN must still come to see its
-            # partition: it accuses on any failed probe.)
             if 2 * probe.nacks < probe.expected_nacks:
                 # Most relays are silent too: more likely this node is cut off than
                 # the target dead. Accuse nobody; the next probes will tell.
