@@ -31,7 +31,7 @@ bench *args:
 
 # the membership simulator at 10,000 nodes (CI runs 1,000 in the test suite): the standard
 # campaign, 30 node processes converging, then steady 0%, 5% and 20% message loss
-# (docs/reliability.md; about an hour and 10 GB of memory in all)
+# (docs/reliability.md; about an hour and 8 GB of memory at most)
 sim *args:
     python -m tests.sim --nodes 10000 {{args}}
     python -m tests.converge --nodes 30
