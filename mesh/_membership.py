@@ -10,10 +10,10 @@ States of a member and what moves it (an update wins over the current state when
 incarnation is higher, or equal and its state ranks higher: alive < suspect < dead/left;
 the drawing is in docs/architecture.md, the details in docs/membership.md)::
 
-    (unknown) --alive--> ALIVE --probe fails, most relays nack / suspect heard--> SUSPECT
+    (unknown) --alive--> ALIVE --probe fails, every relay nacks / suspect heard--> SUSPECT
     SUSPECT --alive(i+1): the member refuted--> ALIVE
-    SUSPECT --timer runs out or dead heard, then a last direct ping unanswered--> DEAD
-    ALIVE --dead heard, then a last direct ping unanswered--> DEAD
+    SUSPECT --timer runs out or dead heard, then a last check unanswered--> DEAD
+    ALIVE --dead heard, then a last check unanswered--> DEAD
     ALIVE, SUSPECT, DEAD --left(i+1), said by the member itself--> LEFT
     DEAD, LEFT --alive(i+1)--> ALIVE           DEAD, LEFT --dead_ttl later--> (forgotten)
     any --alive of another id with the same name and address--> (replaced at once)
@@ -24,9 +24,10 @@ confirmations arrive (Lifeguard); see :func:`suspicion_timeout`. A node's own he
 score (awareness, 0..awareness_max) rises when relays do not even nack its failed
 probes, when it must refute a suspicion about itself and when its loop stalls, and
 falls with each acknowledged probe; probe intervals and timeouts are multiplied by
-``awareness + 1``. A failed probe accuses its target only if at least half the relays
-nacked: when most are silent, this node is the likelier one to be cut off (unless its
-score is at its worst: then it has failed for long, and accuses again, slowly).
+``awareness + 1``. A failed probe accuses its target only if every relay nacked: when
+most are silent, this node is the likelier one to be cut off (unless its score is at its
+worst: then it has failed for long, and accuses again, slowly); when some are, messages
+are being lost, and the target is probed again (see :meth:`Membership._judge`).
 
 The transport is TCP (ZeroMQ), so messages arrive late and in bursts rather than being
 lost: an ack is matched to its probe by sequence number and a late one is dropped; a
@@ -324,8 +325,9 @@ class _Suspicion:
 
 @dataclass(slots=True)
 class _Check:
-    """A last direct ping of a member before this node holds it dead: its own suspicion
-    ran out, or another node says so. Unanswered by ``deadline``: dead."""
+    """A last check of a member before this node holds it dead: its own suspicion ran
+    out, or another node says so. Unanswered by ``deadline``: asked again (``indirect``),
+    then dead."""
 
     seq: int
     deadline: float
@@ -752,17 +754,8 @@ class Membership:
             probe.indirect = True
             target = self._members.get(probe.target)
             if target is not None:
-                # memberlist's fallback: once more directly, beside the relays (a message
-                # lost where a connection dropped is not a target that is gone).
-                ping = Ping(probe.seq, self.id, self._me.address, target.id, ())
-                self._send(out, target.address, ping)
-                for relay in self._pick(self.settings.indirect_checks, target.id, alive=True):
-                    probe.expected_nacks += 1
-                    self.statistics.indirect_probes += 1
-                    request = PingReq(
-                        probe.seq, self.id, self._me.address, target.id, target.address
-                    )
-                    self._send(out, relay.address, request)
+                probe.expected_nacks = self._ask_again(probe.seq, target, out)
+                self.statistics.indirect_probes += probe.expected_nacks
         if probe is not None and probe.indirect and now >= probe.ends_at:
             self._probe = None
             self._judge(probe, now)
@@ -788,6 +781,19 @@ class Membership:
                 updates = (target, *updates)
             ping = Ping(self._seq, self.id, self._me.address, target.id, updates)
             self._send(out, target.address, ping)
+
+    def _ask_again(self, seq: int, target: Member, out: list[Send]) -> int:
+        """An unanswered ping ``seq`` of ``target``, asked again: once more directly
+        (memberlist's fallback ping: a message lost where a connection dropped is not a
+        target gone) and through up to ``indirect_checks`` relays held alive (as
+        memberlist picks them: a suspect relay is likely silent). Returns how many
+        relays were asked."""
+        self._send(out, target.address, Ping(seq, self.id, self._me.address, target.id, ()))
+        relays = self._pick(self.settings.indirect_checks, target.id, alive=True)
+        for relay in relays:
+            request = PingReq(seq, self.id, self._me.address, target.id, target.address)
+            self._send(out, relay.address, request)
+        return len(relays)
 
     def _judge(self, probe: _Probe, now: float) -> None:
         """A probe failed: accuse its target, confirm its suspicion, probe it again, or
@@ -901,8 +907,9 @@ class Membership:
         timeout, and it is dead. Why: after a partition heals, the refutations of the
         nodes that were cut off take a while to reach every node of a large mesh, and
         the deaths that each side declared reach nodes that talked to the "dead" all
-        along; either way a healthy node would be declared dead. A real death costs one
-        probe timeout more."""
+        along; either way a healthy node would be declared dead. Unanswered, the member
+        is asked once more, directly and through relays (:meth:`_ask_again`): a lost
+        message is not a death. A real death costs two probe timeouts more."""
         if member.id in self._checks:
             return
         self._seq += 1
@@ -921,11 +928,7 @@ class Membership:
                 # Unanswered: ask once more, directly and through relays, as a probe does.
                 check.indirect = True
                 check.deadline = now + self.settings.probe_timeout * (self.awareness + 1)
-                out = self._check_pings
-                self._send(out, member.address, Ping(check.seq, self.id, self._me.address, id, ()))
-                for relay in self._pick(self.settings.indirect_checks, id, alive=True):
-                    request = PingReq(check.seq, self.id, self._me.address, id, member.address)
-                    self._send(out, relay.address, request)
+                self._ask_again(check.seq, member, self._check_pings)
                 continue
             del self._checks[id]
             if member.live and member.incarnation <= check.incarnation:
