@@ -304,7 +304,8 @@ def make_socket(
     hook: SocketHook | None,
     peer_key: bytes | None = None,
 ) -> zmq.Socket[bytes]:
-    """The one place sockets are made: common options, then the security hook."""
+    """The one place sockets are made: common options (a connecting socket's heartbeats
+    too: a node's DEALERs and SUB, the blocking client's DEALER), then the security hook."""
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, limits.send_hwm)
@@ -312,6 +313,8 @@ def make_socket(
     # A backstop only: the codec refuses oversize messages with a clear error first.
     # Twice the limit, so a slightly-too-big message still gets a readable error back.
     sock.setsockopt(zmq.MAXMSGSIZE, 2 * limits.max_message_size + 4096)
+    if role in ("dealer", "sub"):
+        _keep_alive(sock)
     if hook is not None:
         try:
             hook(sock, role, peer_key)
@@ -413,7 +416,6 @@ class Transport:
     def subscriber(self, on_message: FrameHandler) -> Subscriber:
         """A SUB socket that follows publishers as it is told (:class:`Subscriber`)."""
         sock = self._socket(zmq.SUB, "sub")
-        _keep_alive(sock)
         # A message may hold a batch of hundreds of events: read a few per loop turn, so
         # subscribers run between them and their queues do not fill up in one callback.
         pump = self._pump(sock, on_message, name="sub", read_batch=SUB_READ_BATCH)
@@ -439,7 +441,6 @@ class Transport:
         # reach a new process that later binds the same port.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        _keep_alive(sock)
         monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
         try:
             sock.connect(address)

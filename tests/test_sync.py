@@ -7,8 +7,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import zmq
 
 import mesh
+from mesh import _transport
 from tests.programs import node_env, node_program, read_line
 
 
@@ -45,6 +47,17 @@ def test_blocking_errors_are_the_async_errors(client: mesh.sync.Client) -> None:
         client.call("calc.slow", 5, timeout=0.2)
     assert time.monotonic() - started < 1.0
     assert client.call("calc.add", 2, 2) == 4  # the late answer is not mistaken for this one
+
+
+def test_the_blocking_client_heartbeats_its_connection(client: mesh.sync.Client) -> None:
+    """As a node's DEALERs do (tests/test_events_lan.py shows why): a connection stuck
+    behind the kernel's retransmissions after a link down and up is dropped and made
+    again within seconds, instead of holding the script's calls."""
+    sock = client._dealer._sock
+    assert sock.getsockopt(zmq.HEARTBEAT_IVL) == _transport.HEARTBEAT_IVL
+    assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == _transport.HEARTBEAT_TIMEOUT
+    assert sock.getsockopt(zmq.CONNECT_TIMEOUT) == _transport.CONNECT_TIMEOUT
+    assert client.call("calc.add", 1, 2) == 3
 
 
 def test_blocking_streams(client: mesh.sync.Client) -> None:
