@@ -87,14 +87,15 @@ def _envs(nodes: int, profile: str, discovery: str) -> list[dict[str, str]]:
         "MESH_PROFILE": profile,
         "MESH_HOST": "127.0.0.1",
     }
+    seed_port = None
     if discovery == "zeroconf":
         common.update(MESH_DISCOVERY="on", MESH_INTERFACE="127.0.0.1")
     else:
-        port = _free_port()
-        common.update(MESH_DISCOVERY="off", MESH_SEEDS=f"tcp://127.0.0.1:{port}")
+        seed_port = _free_port()
+        common.update(MESH_DISCOVERY="off", MESH_SEEDS=f"tcp://127.0.0.1:{seed_port}")
     envs = [node_env(MESH_NODE_NAME=f"n{i:02}", **common) for i in range(nodes)]
-    if discovery == "seeds":
-        envs[0]["MESH_PORT"] = common["MESH_SEEDS"].rsplit(":", 1)[1]
+    if seed_port is not None:
+        envs[0]["MESH_PORT"] = str(seed_port)
     return envs
 
 

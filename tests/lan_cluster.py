@@ -28,7 +28,7 @@ from tests.lan import Host, Lan
 
 ROOT = Path(__file__).resolve().parent.parent
 RPC_PORT, PUB_PORT, GOSSIP_PORT = 7000, 7001, 7002
-#: Not alive any more in a listing: dead, or already purged (dead_ttl) or gone.
+#: Not alive in a listing: dead, left, or not listed at all (purged or never known).
 GONE = {"dead", "left", None}
 
 Check = Callable[[dict[str, Any]], bool]
@@ -37,13 +37,10 @@ Check = Callable[[dict[str, Any]], bool]
 class LanNode:
     """One node process on ``host`` and everything it printed."""
 
-    def __init__(
-        self, host: Host, proc: subprocess.Popen[bytes], started: float, name: str | None = None
-    ) -> None:
+    def __init__(self, host: Host, proc: subprocess.Popen[bytes], name: str | None = None) -> None:
         self.host = host
         self.name = name or host.name
         self.proc = proc
-        self.started = started
         self.buffer = b""
         self.eof = False
         self.ready: dict[str, Any] | None = None
@@ -145,7 +142,7 @@ class Cluster:
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
-        node = LanNode(host, proc, time.time(), name)
+        node = LanNode(host, proc, name)
         self.nodes[name] = node
         return node
 

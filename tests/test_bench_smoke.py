@@ -8,27 +8,16 @@ completes and every figure is produced.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.bench import events
+from tests.bench._harness import positive
 from tests.bench.rpc import LABELS, RATIOS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _positive(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+from tests.programs import ROOT
 
 
 @pytest.mark.timeout(120)
@@ -60,10 +49,10 @@ def test_benchmark_runs_and_reports_every_figure() -> None:
     assert set(result["figures"]) == set(LABELS)
     for key, figure in result["figures"].items():
         for name in ("p50_us", "p99_us", "calls_per_s"):
-            assert _positive(figure[name]), f"{key}.{name} = {figure[name]!r}"
+            assert positive(figure[name]), f"{key}.{name} = {figure[name]!r}"
     assert set(result["ratios"]) == {ratio.name for ratio in RATIOS}
     for name, ratio in result["ratios"].items():
-        assert _positive(ratio["value"]), f"{name} = {ratio['value']!r}"
+        assert positive(ratio["value"]), f"{name} = {ratio['value']!r}"
 
 
 @pytest.mark.timeout(120)

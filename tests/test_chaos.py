@@ -1,5 +1,5 @@
 """The chaos campaign: its invariants as pure functions, and the short campaign on a
-namespace LAN (3 hosts of 2 nodes, security on, a steady load, six faults; ~1 min).
+namespace LAN (3 hosts of 2 nodes, security on, a steady load, seven faults; ~1 min).
 The full campaign is ``just chaos`` (tests/chaos/)."""
 
 from __future__ import annotations

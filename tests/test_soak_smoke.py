@@ -7,22 +7,17 @@ before."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench._harness import positive
+from tests.programs import ROOT
 from tests.soak.__main__ import RSS_MARGIN
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 20_000
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 @pytest.mark.timeout(60)
@@ -47,14 +42,14 @@ def test_short_soak_answers_every_call_and_leaks_nothing() -> None:
     assert (calls["calls"], calls["ok"], calls["wrong"], calls["errors"]) == (N, N, 0, 0)
     assert events["received"] + events["gaps"] == N  # at-most-once, but no loss unseen
     assert events["gaps"] == events["node_dropped"]  # the node's statistics agree
-    assert _positive(calls["per_s"])
-    assert _positive(events["per_s"])
+    assert positive(calls["per_s"])
+    assert positive(events["per_s"])
     for role in ("server", "client"):
         p = result["processes"][role]
         assert p["rss_after"] - p["rss_before"] <= RSS_MARGIN, (role, p)
         assert p["fds_after"] == p["fds_before"], (role, p)
         assert p["threads_after"] == p["threads_before"], (role, p)
-        assert _positive(p["cpu_us_per_call"]), (role, p)
+        assert positive(p["cpu_us_per_call"]), (role, p)
         assert p["exit_code"] == 0, (role, p)
     assert result["problems"] == []
     assert done.returncode == 0

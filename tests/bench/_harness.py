@@ -1,9 +1,11 @@
-"""What the benchmarks share: argument types, CPU placement, the time limit, the verdict."""
+"""What the benchmarks share: argument types, CPU placement, the time limit, the verdict,
+and the check their smoke tests make of every figure."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -21,6 +23,16 @@ def counted(least: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def positive(value: object) -> bool:
+    """A figure as a report must give it: a finite number above 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:

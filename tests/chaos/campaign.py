@@ -117,7 +117,6 @@ SHORT = Plan(
         "leave-host",
     ),
     jobs_per_second=2.0,
-    calls_per_second=8.0,
     hold=3.0,
     steady=4.0,
     grace=1.5,
@@ -201,7 +200,6 @@ class Campaign:
         #: PIDs of nodes cut off from the job sender (h1n1) by a partition or link down
         self.cut_off_pids: set[int] = set()
         self.subscribed: dict[str, float] = {}
-        self.grouped: dict[str, float] = {}
         self.calls: list[tuple[LanNode, int, str, bool, float]] = []
         self.events: list[tuple[float, int]] = []
         self.items: list[tuple[float, int]] = []
@@ -209,7 +207,6 @@ class Campaign:
         self.samples: list[tuple[float, bool, list[str]]] = []
         self.cpu = CpuMeter()
         self.windows: list[Window] = []
-        self.faults: list[Fault] = []
         self.baseline: dict[str, Usage] = {}
         self.final: dict[str, Usage] = {}
         self.final_rows: list[Row] = []
@@ -251,29 +248,34 @@ class Campaign:
     def subscribe(self, node: LanNode) -> None:
         """The broadcast subscription of every node; the queue group on the last slot of
         hosts other than the first."""
-        now = time.time()
         node.send(f"subscribe {BROADCAST}")
-        self.subscribed[node.name] = now
+        self.subscribed[node.name] = time.time()
         if node.name.endswith(f"n{self.plan.per_host - 1}") and node.host.index != 1:
             node.send(f"subscribe {GROUP_PREFIX} {GROUP}")
-            self.grouped[node.name] = now
 
-    def start_host(self, host: Host) -> list[LanNode]:
-        started = [self.start_node(host, slot) for slot in range(self.plan.per_host)]
+    def start_nodes(self, names: list[str]) -> None:
+        """Start (or restart) the nodes ``names`` (``hXnY``), wait until they are ready,
+        and subscribe them."""
+        assert self.lan is not None
         assert self.cluster is not None
+        started = []
+        for name in names:
+            host_index, slot = (int(x) for x in name[1:].split("n"))
+            started.append(self.start_node(self.lan.hosts[host_index - 1], slot))
         self.cluster.wait_ready(started, 60.0)
         for node in started:
             self.subscribe(node)
-        return started
 
     def kill(self, name: str) -> None:
         node = self.nodes[name]
         faults.send_signal(node.proc.pid, signal.SIGKILL)
         self.killed_pids.add(node.proc.pid)
         node.proc.wait(10)
+        self._gone(name)
+
+    def _gone(self, name: str) -> None:
         self.down.add(name)
         self.subscribed.pop(name, None)
-        self.grouped.pop(name, None)
 
     def host_nodes(self, index: int) -> list[str]:
         return [f"h{index}n{s}" for s in range(self.plan.per_host)]
@@ -381,7 +383,7 @@ class Campaign:
             if name == "kill-node":
                 yield Fault(name, partial(self._kill_all, [victim]))
             elif name == "restart-node":
-                yield Fault(name, partial(self._restart, [victim]))
+                yield Fault(name, partial(self.start_nodes, [victim]))
             elif name == "stop-short":
                 yield Fault(
                     f"{name} ({short:.2f} s)",
@@ -400,7 +402,7 @@ class Campaign:
             elif name == "kill-host":
                 yield Fault(name, partial(self._kill_all, self.host_nodes(doomed.index)))
             elif name == "restart-host":
-                yield Fault(name, partial(self._restart, self.host_nodes(doomed.index)))
+                yield Fault(name, partial(self.start_nodes, self.host_nodes(doomed.index)))
             elif name == "cut-host":
                 host = hosts[last - 1]
                 cut = set(self.host_nodes(host.index))
@@ -438,7 +440,7 @@ class Campaign:
                     excused=set(self.host_nodes(host.index)),
                 )
             elif name == "join-host":
-                yield Fault(name, partial(self._join, hosts[last]))
+                yield Fault(name, partial(self.start_nodes, self.host_nodes(hosts[last].index)))
             elif name == "leave-host":
                 yield Fault(name, partial(self._leave, self.host_nodes(last + 1)))
             else:
@@ -450,20 +452,6 @@ class Campaign:
     def _kill_all(self, names: list[str]) -> None:
         for name in names:
             self.kill(name)
-
-    def _join(self, host: Host) -> None:
-        self.start_host(host)
-
-    def _restart(self, names: list[str]) -> None:
-        assert self.lan is not None
-        for name in names:
-            host_index, slot = (int(x) for x in name[1:].split("n"))
-            self.start_node(self.lan.hosts[host_index - 1], slot)
-        assert self.cluster is not None
-        started = [self.nodes[n] for n in names]
-        self.cluster.wait_ready(started, 60.0)
-        for node in started:
-            self.subscribe(node)
 
     def _stop(self, name: str) -> None:
         faults.send_signal(self.nodes[name].proc.pid, signal.SIGSTOP)
@@ -482,9 +470,7 @@ class Campaign:
             faults.send_signal(self.nodes[name].proc.pid, signal.SIGTERM)
         for name in names:
             self.run_until(partial(self._exited, name), 15.0)
-            self.down.add(name)
-            self.subscribed.pop(name, None)
-            self.grouped.pop(name, None)
+            self._gone(name)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -559,7 +545,6 @@ class Campaign:
         w.cpu, w.cpu_peak = self.cpu.mean(w.start, w.end), self.cpu.peak(w.start, w.end)
         w.rows = self.evaluate(w, fault, bound)
         self.windows.append(w)
-        self.faults.append(fault)
         for row in w.rows:
             self.log(f"  {format_row(row)}")
 
@@ -609,9 +594,9 @@ class Campaign:
         # "The last check"), the other side's claims at a heal are no excuse either.
         detail = "; ".join(map(str, deaths[:3]))
         rows.append(Row(w.fault, "no healthy node dead", None, not deaths, detail))
-        calls = [self._call(c) for c in self.calls if w.start <= c[4] <= w.end]
-        excused = {n for n in self.nodes if n in fault.excused or n in self.down}
-        excused |= {n for n in fault.excused}
+        sent = [c for c in self.calls if w.start <= c[4] <= w.end]
+        calls = [self._call(c) for c in sent]
+        excused = fault.excused | self.down
         late = invariants.late_calls(calls, time.time(), self.plan.deadline_slack, excused)
         rows.append(
             Row(
@@ -626,9 +611,9 @@ class Campaign:
         )
         codes = invariants.failure_codes(calls)
         examples: dict[str | None, str] = {}
-        for node, seq, target, _, sent in self.calls:
+        for node, seq, target, _, _ in sent:
             answer = node.answers.get(seq, {})
-            if w.start <= sent <= w.end and answer.get("event") == "error":
+            if answer.get("event") == "error":
                 examples.setdefault(
                     answer.get("code"), f"{node.name} {target}: {answer.get('error')}"[:160]
                 )

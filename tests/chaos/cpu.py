@@ -9,6 +9,8 @@ import contextlib
 import os
 from collections.abc import Iterable
 
+from tests.procstat import cpu_ticks, stat_fields
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -24,9 +26,7 @@ def machine_times() -> tuple[int, int]:
 def process_jiffies(pid: int) -> int:
     """utime + stime of ``pid`` (0 once it is gone)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])
+        return cpu_ticks(stat_fields(pid))
     return 0
 
 

@@ -8,8 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-#: Not alive in a listing: dead, left, or not listed at all (purged or never known).
-GONE = {"dead", "left", None}
+from tests.lan_cluster import GONE
 
 Sample = tuple[float, bool]
 

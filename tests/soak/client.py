@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from mesh import MeshError, Node, Subscription
+from mesh._aio import within
 from nodes._program import run
 from tests.soak.server import TOPIC
 
@@ -74,7 +75,7 @@ class Tracker:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting = (seq, future)
         try:
-            await asyncio.wait_for(future, timeout)
+            await within(future, timeout)
         except TimeoutError:
             return False
         finally:
