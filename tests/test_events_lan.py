@@ -160,6 +160,7 @@ def test_events_flow_again_after_the_link_to_the_publisher_heals(
     print(f"\n  events reach the subscriber again {flowing - healed:.2f} s after the heal")
 
 
+@pytest.mark.timeout(90)
 def test_calls_flow_again_after_the_link_to_the_provider_heals(
     lan_factory: Callable[[int], Lan], tmp_path: Path
 ) -> None:

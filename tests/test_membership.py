@@ -402,14 +402,33 @@ def test_a_member_held_dead_that_makes_contact_is_told_and_comes_back() -> None:
     a.tick(TEST.probe_timeout)
     a.tick(2 * TEST.probe_timeout)  # the last check went unanswered twice
     assert status(a, b) is Status.DEAD
-    sends = a.receive(Ping(1, b.id, b.me.address, a.id, ()), TEST.probe_timeout + 0.01)
+    now = 2 * TEST.probe_timeout + 0.01
+    sends = a.receive(Ping(1, b.id, b.me.address, a.id, ()), now)
     told = [s for s in sends if s.to == b.me.address and isinstance(s.message, Gossip)]
     assert told
     assert told[0].message.updates[0].status is Status.DEAD
-    b.receive(told[0].message, 0.05)
+    b.receive(told[0].message, now + 0.01)
     assert b.me.incarnation == 1
-    a.receive(Gossip(b.id, (b.me,)), 0.06)
+    a.receive(Gossip(b.id, (b.me,)), now + 0.02)
     assert status(a, b) is Status.ALIVE
+
+
+def test_a_member_replaced_while_its_last_check_runs_is_no_death() -> None:
+    """The same name and address under a new id (a restart) replaces the member at once;
+    the check of the old one ends with it, and nobody is declared dead."""
+    a, b, c = cores(3, TEST)
+    a.receive(Gossip(c.id, (Member(b.id, "node-1", b.me.address, 0, Status.SUSPECT, c.id),)), 0)
+    now, _check = last_check(a, b)
+    restarted = Member("e" * 32, b.me.name, b.me.address)
+    a.receive(Gossip(c.id, (restarted,)), now + 0.001)
+    assert a.get(b.id) is None
+    later = now + 4 * TEST.probe_timeout * (TEST.awareness_max + 1)
+    while (due := a.next_deadline()) < later:
+        a.tick(due)
+    changes = a.changes()
+    assert "replaced" in [x.kind for x in changes]
+    assert [x.member.id for x in changes if x.kind == "failed"] == []
+    assert a.get(restarted.id) is not None
 
 
 def test_older_news_never_wins() -> None:

@@ -14,7 +14,15 @@ import zmq
 import zmq.asyncio
 
 import mesh
-from mesh import ConfigError, ConnectError, ConnectTimeout, IncompatibleVersion, Node, WrongMesh
+from mesh import (
+    ConfigError,
+    ConnectError,
+    ConnectTimeout,
+    IncompatibleVersion,
+    Node,
+    WrongMesh,
+    _transport,
+)
 from mesh._transport import Transport
 from mesh._wire import Call, Codec, Error, Goodbye, Hello, Kind, Welcome
 
@@ -278,6 +286,27 @@ async def test_a_caller_the_listener_forgot_shakes_hands_again_and_its_call_goes
         assert a.statistics().protocol_errors == 1
 
 
+async def test_a_call_refused_for_want_of_a_session_is_sent_again_only_once() -> None:
+    """A listener that keeps refusing with ``no_session`` (it drops every session it
+    welcomes): the caller shakes hands and sends the call once more, then gives up with
+    ``SessionLost`` instead of reconnecting until the deadline."""
+    counter = Counter()
+    async with node("a") as a, node("b") as b:
+        a.add_service(counter)
+        welcome = a._on_hello
+
+        def forgetful(routing_id: bytes, message: Hello) -> None:
+            welcome(routing_id, message)
+            a._sessions.pop(routing_id, None)
+
+        a._on_hello = forgetful  # type: ignore[method-assign]
+        await b.connect(a.address)
+        with pytest.raises(mesh.SessionLost):
+            await b.call("counter.bump", timeout=2.0)
+        assert a.statistics().protocol_errors == 2  # refused twice, not more
+        assert counter.calls == 0
+
+
 async def test_call_to_a_node_without_the_service_says_no_provider(
     zctx: RawSockets,
 ) -> None:
@@ -310,9 +339,11 @@ async def test_peer_that_leaves_is_forgotten_by_the_caller() -> None:
     async with node("b") as b:
         a = node("a")
         await a.start()
-        await b.connect(a.address)
+        address = a.address
+        await b.connect(address)
         await a.aclose()
         await wait_for(lambda: a.id not in b.peers)
+        assert address not in b._connections  # closed at the GOODBYE, not kept for dead_ttl
 
 
 async def test_reconnect_uses_a_fresh_connection() -> None:
@@ -355,6 +386,24 @@ async def test_unroutable_reply_is_counted_not_silent() -> None:
         assert await router.flush(1.0)
         assert dropped == ["no such peer"]
         assert transport.statistics().dropped_out == 1
+    finally:
+        await transport.aclose()
+
+
+async def test_connecting_sockets_send_heartbeats() -> None:
+    """A node's DEALERs and its SUB ping their peers (tests/test_events_lan.py shows what
+    a link down and up does without it); a listener's ROUTER and PUB need not."""
+    transport = Transport(mesh.Limits())
+    try:
+        dealer = transport.dealer("tcp://127.0.0.1:9", b"me", lambda f: None, send_timeout=1.0)
+        subscriber = transport.subscriber(lambda f: None)
+        for sock in (dealer.sock, subscriber._pump.sock):
+            assert sock.getsockopt(zmq.HEARTBEAT_IVL) == _transport.HEARTBEAT_IVL
+            assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == _transport.HEARTBEAT_TIMEOUT
+            assert sock.getsockopt(zmq.HEARTBEAT_TTL) == _transport.HEARTBEAT_TTL
+            assert sock.getsockopt(zmq.CONNECT_TIMEOUT) == _transport.CONNECT_TIMEOUT
+        router, _ = transport.router("127.0.0.1", 0, lambda f: None)
+        assert router.sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
     finally:
         await transport.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ import pytest
 
 import mesh
 from mesh import Node, current_call, method, service, stream
+from mesh._context import CallContext
 from nodes.calc import Calc
 from tests.security import MODES, KeyPool
 
@@ -452,8 +454,13 @@ async def test_a_handler_that_never_awaits_runs_inline_with_the_same_behaviour()
         await pair(a, b, Quick())
         caller, trace, remaining, no_task = await b.call("quick.who", timeout=5.0)
         assert (caller, no_task) == (b.id, True)
-        assert trace
+        assert len(trace) == 16  # a fresh trace id (8 random bytes, hex)
         assert 0 < remaining <= 5.0
+        # A call whose deadline passed on the way runs in a task, which times it out.
+        spec = a._dispatcher.resolve("quick.who")
+        late = CallContext("quick", "who", 1, b.id, trace, 1, time.monotonic() - 0.001)
+        assert not a._dispatcher.can_call_now(spec, late)
+        assert a._dispatcher.can_call_now(spec, dataclasses.replace(late, deadline=None))
         with pytest.raises(mesh.RemoteError, match="inline failure") as info:
             await b.call("quick.boom")
         assert info.value.remote_type == "ValueError"

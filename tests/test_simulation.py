@@ -87,6 +87,22 @@ def test_the_same_seed_gives_the_same_run_under_any_hash_seed() -> None:
     assert first["delivered"] > 1_000  # type: ignore[operator]
 
 
+def test_a_newcomer_whose_first_sync_is_lost_joins_again() -> None:
+    """As a Node retries its seeds while it knows nobody, so does the simulator's: a
+    newcomer cut from its seed at first (its sync or the answer lost) joins once the
+    link is back."""
+    net = Network(20, TEST, seed=3)
+    net.run_until(1.0)
+    seed, newcomer_index = 0, len(net.nodes)
+    net.cut([newcomer_index], [seed])
+    newcomer = net.join(seed=seed)
+    net.run_until(net.now + 0.5)
+    assert newcomer.core.live_count() == 1  # knows nobody yet
+    net.heal()
+    net.run_until(net.now + 5.0)
+    assert all(net.view(n, newcomer.member.id) is Status.ALIVE for n in net.running()[:-1])
+
+
 def test_a_long_partition_splits_the_mesh_and_the_heal_makes_it_whole() -> None:
     net = Network(40, TEST, seed=7)
     net.run_until(1.0)

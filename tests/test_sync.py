@@ -56,6 +56,7 @@ def test_the_blocking_client_heartbeats_its_connection(client: mesh.sync.Client)
     sock = client._dealer._sock
     assert sock.getsockopt(zmq.HEARTBEAT_IVL) == _transport.HEARTBEAT_IVL
     assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == _transport.HEARTBEAT_TIMEOUT
+    assert sock.getsockopt(zmq.HEARTBEAT_TTL) == _transport.HEARTBEAT_TTL
     assert sock.getsockopt(zmq.CONNECT_TIMEOUT) == _transport.CONNECT_TIMEOUT
     assert client.call("calc.add", 1, 2) == 3
 

@@ -15,6 +15,8 @@ import ast
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 
 from mesh._config import PROFILES
 
@@ -58,25 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         field, _, value = item.partition("=")
         changes[field] = ast.literal_eval(value)
     settings = dataclasses.replace(PROFILES[args.profile].membership, **changes)
+    runs: list[Callable[[], Report]] = [
+        partial(lossy, args.nodes, rate, args.seed, args.profile, settings, progress)
+        for rate in args.loss
+    ] or [partial(standard, args.nodes, args.seed, args.profile, settings, progress, args.island)]
     reports: list[Report] = []
-    if args.loss:
-        for rate in args.loss:
-            report = lossy(args.nodes, rate, args.seed, args.profile, settings, progress)
-            reports.append(report)
-            if not args.json:
-                print("\n".join(report.lines()), flush=True)
-    else:
-        report = standard(
-            args.nodes, args.seed, args.profile, settings, progress, island_size=args.island
-        )
-        reports.append(report)
+    for run in runs:
+        reports.append(run())
         if not args.json:
-            print("\n".join(report.lines()))
+            print("\n".join(reports[-1].lines()), flush=True)
     if args.json:
         shown = [dataclasses.asdict(r) for r in reports]
         print(json.dumps(shown if args.loss else shown[0], indent=2))
-    failed = [r for r in reports if r.false_positives or any(v is None for v in r.figures.values())]
-    return 1 if failed else 0
+    return int(any(r.false_positives or None in r.figures.values() for r in reports))
 
 
 if __name__ == "__main__":

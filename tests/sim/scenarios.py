@@ -150,11 +150,7 @@ def standard(
     t = 5.0 * settings.probe_interval
 
     phases: list[tuple[float, str]] = []
-
-    def say(text: str) -> None:
-        phases.append((net.now, text))
-        if progress is not None:
-            progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
+    say = _narrator(net, phases, progress, started)
 
     # 1. a join through one seed
     net.run_until(t)
@@ -256,11 +252,7 @@ def lossy(
     tracker = Tracker(net)
     _, high = suspicion_bounds(settings, nodes)
     phases: list[tuple[float, str]] = []
-
-    def say(text: str) -> None:
-        phases.append((net.now, text))
-        if progress is not None:
-            progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
+    say = _narrator(net, phases, progress, started)
 
     say(f"{loss:.0%} message loss")
     net.run_until(5.0 * settings.probe_interval)
@@ -282,7 +274,6 @@ def lossy(
         dead.all_seen_after(observers) is None or join.all_seen_after(join_observers) is None
     ):
         net.run_until(net.now + settings.probe_interval)
-    join_observers = [n for n in observers if n is not newcomer]
     figures: dict[str, float | None] = {
         "join known by all (p50)": join.percentile(join_observers, 0.5),
         "join known by all (max)": join.all_seen_after(join_observers),
@@ -292,6 +283,23 @@ def lossy(
     }
     name = f"{loss:.0%} loss"
     return _report(name, nodes, net, tracker, figures, phases, profile, seed, started)
+
+
+def _narrator(
+    net: Network,
+    phases: list[tuple[float, str]],
+    progress: Callable[[str], None] | None,
+    started: float,
+) -> Callable[[str], None]:
+    """``say(text)``: note a phase of the run (its start, for the false positives by
+    phase) and report progress, in simulated and wall time."""
+
+    def say(text: str) -> None:
+        phases.append((net.now, text))
+        if progress is not None:
+            progress(f"[{net.now:7.1f} s sim, {time.perf_counter() - started:6.1f} s wall] {text}")
+
+    return say
 
 
 def _report(
