@@ -14,10 +14,10 @@ import asyncio
 import collections
 import itertools
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from random import getrandbits
 from typing import TYPE_CHECKING, Any, Final
 
 from ._context import _current
@@ -25,7 +25,7 @@ from ._deadlines import DeadlineQueue
 from ._errors import CallTimeout, MeshError, ProtocolError, Unavailable, error_from_wire
 from ._resource import AsyncResource
 from ._transport import MonitorEvent, Pump
-from ._wire import Call, Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
+from ._wire import Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
 
 if TYPE_CHECKING:
     from ._node import PeerInfo
@@ -188,7 +188,9 @@ class Outgoing:
         deadline = time.monotonic() + timeout
         parent = _current.get()
         if parent is None or not parent.trace_id:
-            return deadline, os.urandom(8).hex()
+            # 64 random bits as 16 hex digits; from random, not os.urandom: no system
+            # call a call (a trace id identifies, it guards nothing)
+            return deadline, f"{getrandbits(64):016x}"
         if parent.deadline is not None and parent.deadline < deadline:
             deadline = parent.deadline
         return deadline, parent.trace_id
@@ -216,8 +218,8 @@ class Outgoing:
                 method=method,
                 call_id=call_id,
             )
-        frame = self._codec.encode(
-            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id, attempt)
+        frame = self._codec.encode_call(
+            call_id, target, list(args), kwargs, remaining_ms, 0, trace_id, attempt
         )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -264,7 +266,7 @@ class Outgoing:
         )
         self._pending[call_id] = _Pending(connection, target, stream=stream)
         connection.outstanding += 1
-        send([encode(Call(call_id, target, list(args), kwargs, None, window, trace_id))])
+        send([self._codec.encode_call(call_id, target, list(args), kwargs, None, window, trace_id)])
         return stream
 
     def on_message(self, connection: Connection, message: Any) -> None:

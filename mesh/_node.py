@@ -1232,11 +1232,13 @@ class Node(AsyncResource):
         context = CallContext(
             spec.service, spec.name, call.call_id, session.id, call.trace_id, call.attempt, deadline
         )
-        max_credit = self.config.limits.max_stream_credit
-        if call.credit > max_credit:
-            self._limit_violations += 1
-        credit = Credit(call.credit, max_credit) if spec.is_stream else None
-        if credit is None and self._dispatcher.can_call_now(spec, context):
+        credit = None
+        if spec.is_stream:
+            max_credit = self.config.limits.max_stream_credit
+            if call.credit > max_credit:
+                self._limit_violations += 1
+            credit = Credit(call.credit, max_credit)
+        elif self._dispatcher.can_call_now(spec, context):
             self._call_now(routing_id, call, spec, context)
             return
         task = asyncio.get_running_loop().create_task(
@@ -1531,7 +1533,7 @@ class Node(AsyncResource):
         return accept_welcome(answer, address, self.mesh)
 
     def _on_dealer_frames(self, connection: Connection, frames: list[bytes]) -> None:
-        message = self._decode(frames, connection.address)
+        message = self._decode(frames, 0, connection.address)
         if isinstance(message, ProtocolError):
             return
         if isinstance(message, Reply | StreamItem | StreamEnd):
@@ -1614,11 +1616,13 @@ class Node(AsyncResource):
             self._protocol_errors += 1
             return
         routing_id = frames[0]
-        message = self._decode(frames[1:], routing_id.hex())
+        message = self._decode(frames, 1, routing_id)
         if isinstance(message, ProtocolError):
             self._reply(routing_id, Error(message.ref, ProtocolError.code, str(message)))
             return
-        if isinstance(message, Hello):
+        if type(message) is Call and routing_id in self._sessions:  # most messages
+            self._serve(routing_id, message)
+        elif isinstance(message, Hello):
             self._on_hello(routing_id, message)
         elif isinstance(message, Goodbye):
             session = self._sessions.get(routing_id)
@@ -1683,17 +1687,19 @@ class Node(AsyncResource):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _decode(self, frames: list[bytes], source: str) -> Message | ProtocolError:
-        """Decode a message; a bad one is counted and its error returned, not raised."""
-        if len(frames) != 1:
+    def _decode(self, frames: list[bytes], first: int, source: Any) -> Message | ProtocolError:
+        """Decode the message of ``frames[first:]`` (one frame), from ``source`` (a
+        routing id or an address); a bad one is counted and its error returned, not
+        raised."""
+        if len(frames) != first + 1:
             error = ProtocolError("a mesh message is exactly one frame")
         else:
             try:
-                return self._codec.decode(frames[0])
+                return self._codec.decode(frames[first])
             except ProtocolError as exc:
                 error = exc
         self._protocol_errors += 1
-        log.debug("bad frame from %s: %s", source, error)
+        log.debug("bad frame from %s: %s", _source(source), error)
         return error
 
     def _reply(self, routing_id: bytes, message: Message) -> None:
@@ -1718,6 +1724,10 @@ class Node(AsyncResource):
             raise MeshError("node not started: use 'async with Node(...)' or 'await node.start()'")
         if self._closed:
             raise MeshError("node is closed")
+
+
+def _source(source: Any) -> str:
+    return source.hex() if isinstance(source, bytes) else str(source)
 
 
 def _ref_of(message: Message) -> int:

@@ -25,7 +25,6 @@ from ._handshake import PeerInfo, accept_welcome, hello, parse_address
 from ._security import Security
 from ._transport import BlockingDealer
 from ._wire import (
-    Call,
     Cancel,
     Codec,
     Credit,
@@ -111,8 +110,8 @@ class Client:
         remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:  # an inherited deadline already passed: do not even send
             raise self._timeout(target, call_id)
-        frame = self._codec.encode(
-            Call(call_id, target, list(args), kwargs, remaining_ms, 0, trace_id)
+        frame = self._codec.encode_call(
+            call_id, target, list(args), kwargs, remaining_ms, 0, trace_id
         )
         if not self._dealer.send(frame, max(0.0, deadline - time.monotonic())):
             raise self._timeout(target, call_id)
@@ -135,8 +134,8 @@ class Client:
         timeout = self.config.timings.call_timeout if timeout is None else timeout
         _, trace_id = Outgoing.inherit(timeout)
         call_id = next(self._ids)
-        frame = self._codec.encode(
-            Call(call_id, target, list(args), kwargs, None, DEFAULT_WINDOW, trace_id)
+        frame = self._codec.encode_call(
+            call_id, target, list(args), kwargs, None, DEFAULT_WINDOW, trace_id
         )
         if not self._dealer.send(frame, timeout):
             raise self._timeout(target, call_id)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import os
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -169,7 +169,7 @@ def call_context(
         method=method if method is not None else found_method,
         call_id=call_id,
         caller=caller,
-        trace_id=trace_id if trace_id is not None else os.urandom(8).hex(),
+        trace_id=trace_id if trace_id is not None else f"{random.getrandbits(64):016x}",
         attempt=attempt,
         deadline=deadline,
     )
