@@ -453,7 +453,10 @@ class Record:
 
     def service(self, name: str) -> ServiceInfo | None:
         """The listed service called ``name``, if any."""
-        return next((s for s in self.services if s.name == name), None)
+        for listed in self.services:  # a loop, not next(genexpr): once a call, 3x cheaper
+            if listed.name == name:
+                return listed
+        return None
 
     def to_wire(self) -> list[Any]:
         """``[id, name, mesh, version, {addresses}, {tags}, [min, max], public_key,

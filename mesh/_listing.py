@@ -12,7 +12,7 @@ Targets name a service, optionally with a version constraint, then a method:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,7 +358,7 @@ def choose_provider(
     constraint: str,
     outstanding: Callable[[MemberInfo], int],
     *,
-    exclude: frozenset[str] = frozenset(),
+    exclude: Container[str] = (),
     pinned: str | None = None,
 ) -> MemberInfo | None:
     """The alive member to call ``service`` on: one whose record offers it ``up`` (or

@@ -913,9 +913,7 @@ class Node(AsyncResource):
         sent_again = False
         while True:
             try:
-                connection, idempotent, member_id = await self._route(
-                    service, constraint, method, node, tried, deadline
-                )
+                connection, provider = await self._route(service, constraint, node, tried, deadline)
             except NoProvider:
                 if failed is not None:  # no other provider: what the call itself met
                     raise failed from None
@@ -931,9 +929,13 @@ class Node(AsyncResource):
                 sent_again = True
                 await self._connection_to(connection.address, deadline)
             except Unavailable as exc:
-                if member_id is None or not idempotent or time.monotonic() >= deadline:
+                if (
+                    provider is None
+                    or not _idempotent(provider, service, method)
+                    or time.monotonic() >= deadline
+                ):
                     raise
-                tried.add(member_id)
+                tried.add(provider.id)
                 attempt += 1
                 failed = exc
 
@@ -1019,7 +1021,7 @@ class Node(AsyncResource):
 
         async def open_stream() -> Stream:
             deadline = time.monotonic() + timeout
-            connection, _, _ = await self._route(service, constraint, method, node, set(), deadline)
+            connection, _ = await self._route(service, constraint, node, set(), deadline)
             return self._outgoing.stream(connection, plain, args, kwargs, timeout, trace_id)
 
         return RoutedStream(open_stream)
@@ -1042,24 +1044,26 @@ class Node(AsyncResource):
         self,
         service: str,
         constraint: str,
-        method: str,
         node: str | None,
         tried: set[str],
         deadline: float,
-    ) -> tuple[Connection, bool, str | None]:
-        """A connection to a provider of ``service``, whether ``method`` is idempotent
-        there, and the provider's member id (None: a peer connected by hand)."""
+    ) -> tuple[Connection, MemberInfo | None]:
+        """A connection to a provider of ``service``, and the provider as listed (None:
+        a peer connected by hand)."""
         while True:
             info = choose_provider(
                 self._providers_of(service),
                 service,
                 constraint,
                 self._outstanding,
-                exclude=frozenset(tried),
+                exclude=tried,
                 pinned=node,
             )
             if info is None or info.record is None or info.id == self.id:
                 break
+            connection = self._connections.get(info.address)
+            if connection is not None and connection.peer is not None:
+                return connection, info  # connected: the usual case, nothing to wait for
             # Counted as outstanding while it connects, so a burst of calls spreads.
             self._routing[info.id] = self._routing.get(info.id, 0) + 1
             try:
@@ -1072,13 +1076,9 @@ class Node(AsyncResource):
                 left = self._routing.pop(info.id) - 1
                 if left:
                     self._routing[info.id] = left
-            listed = info.record.service(service)
-            idempotent = listed is not None and any(
-                m.name == method and m.idempotent for m in listed.methods
-            )
-            return connection, idempotent, info.id
+            return connection, info
         if node is None and not constraint and not tried:
-            return self._provider(service), False, None
+            return self._provider(service), None
         where = f" on node {node!r}" if node is not None else ""
         version = f" version {constraint}" if constraint else ""
         raise NoProvider(
@@ -1724,6 +1724,12 @@ class Node(AsyncResource):
             raise MeshError("node not started: use 'async with Node(...)' or 'await node.start()'")
         if self._closed:
             raise MeshError("node is closed")
+
+
+def _idempotent(provider: MemberInfo, service: str, method: str) -> bool:
+    """Whether ``provider`` lists ``service.method`` as safe to retry."""
+    listed = None if provider.record is None else provider.record.service(service)
+    return listed is not None and any(m.name == method and m.idempotent for m in listed.methods)
 
 
 def _source(source: Any) -> str:
