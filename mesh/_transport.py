@@ -238,50 +238,59 @@ class Pump:
         events = self._events()
         if not events & _POLLIN and not self._outbox:
             return  # nothing ran since that read: it is the current state, the fd is armed
-        more = bool(events & _POLLIN) and self._read_batch()
+        if events & _POLLIN:
+            events = self._read_batch()
         if self._outbox and not self._closed:
             self._write_ready()
+            events = self._events()
         if self._closed:
             return
         # Reading EVENTS (here or in a send) processes libzmq's pending commands and
         # resets the fd, so a message or a newly attached pipe (POLLOUT for a waiting
-        # DEALER) would otherwise wake no one: recheck before going back to the fd.
-        events = self._events()
-        if more or events & _POLLIN or (self._outbox and events & _POLLOUT):
-            self._soon()  # a full batch: let timers and other sockets run first
+        # DEALER) would otherwise wake no one: ``events`` were read after the last send.
+        if events & _POLLIN or (self._outbox and events & _POLLOUT):
+            self._soon()  # more waits (a full batch): let timers and other sockets run first
         elif self._outbox:  # blocked on a full or unconnected pipe: retry at its expiry
             if self._timer is not None:
                 self._timer.cancel()
             assert self._loop is not None
             self._timer = self._loop.call_at(self._outbox[0][1] + 0.001, self._service)
 
-    def _read_batch(self) -> bool:
-        """Read up to ``read_batch`` messages, then send what their handlers sent (in
-        one burst: libzmq's I/O thread is woken once, not once a reply); True if more
-        may be waiting. The caller checks EVENTS after this (the sends may reset the
-        fd's edge)."""
+    def _read_batch(self) -> int:
+        """Read up to ``read_batch`` messages and send what their handlers sent, in
+        bursts (libzmq's I/O thread is woken once, not once a reply): after the first
+        message, and after the last. Returns EVENTS as read after the last send."""
         held: list[list[bytes]] = []
         self._held = held
         try:
-            return self._read_messages()
+            events = self._read_messages(held)
         finally:
             self._held = None
-            for frames in held:
-                self._send_now(frames)
+            sent = self._release(held)
+        if self._closed:
+            return 0
+        return self._events() if sent or events < 0 else events
 
-    def _read_messages(self) -> bool:
+    def _read_messages(self, held: list[list[bytes]]) -> int:
+        """The reading of :meth:`_read_batch`: EVENTS if it read them after its last
+        send (nothing waits then), else -1."""
         sock = self.sock
         handler = self._on_message
         for i in range(self._batch_size):
-            # After the first message, ask EVENTS whether another waits (0.9 us): a recv
-            # that finds nothing raises zmq.Again (2.7 us), and one message per wake-up
-            # is the common case of a quiet socket. Under load, the loop ends on Again.
-            if i == 1 and not self._events() & _POLLIN:
-                return False
+            if self._closed:  # a handler closed this socket
+                return -1
+            if i == 1:
+                # One message a wake-up is a quiet socket's usual case: its answer goes
+                # now, then EVENTS (0.9 us) says whether another waits, where a recv
+                # finding nothing raises zmq.Again (2.7 us). Under load, Again ends it.
+                self._release(held)
+                events = self._events()
+                if not events & _POLLIN:
+                    return events
             try:
                 frames = _recv(sock)
             except zmq.Again:
-                return False
+                return -1
             self.messages_in += 1
             self.bytes_in += sum(map(len, frames))
             if handler is None:
@@ -290,6 +299,15 @@ class Pump:
                 handler(frames)
             except Exception:  # a handler bug must not kill the socket
                 log.exception("%s: message handler failed", self.name)
+        return -1
+
+    def _release(self, held: list[list[bytes]]) -> bool:
+        """Send what handlers sent during a read batch; True if there was anything."""
+        if not held:
+            return False
+        for frames in held:
+            self._send_now(frames)
+        held.clear()
         return True
 
     def _write_ready(self) -> None:
