@@ -509,6 +509,8 @@ def register_type(
 # -- the codec ------------------------------------------------------------------------------
 
 _SCALARS: Final = frozenset({str, int, float, bool, type(None), bytes})
+#: Frames up to this size are decoded by a reused msgpack.Unpacker (see Codec).
+SMALL_FRAME: Final = 64 * 1024
 _BINARY: Final = (bytes, bytearray, memoryview)
 _SCALAR_CLASSES: Final = (str, int, float, type(None), *_BINARY)
 
@@ -516,7 +518,7 @@ _SCALAR_CLASSES: Final = (str, int, float, type(None), *_BINARY)
 class Codec:
     """Encodes and decodes messages within ``limits``. Not thread-safe; one per node."""
 
-    __slots__ = ("_limits", "_packer", "_types", "_unpack_options")
+    __slots__ = ("_limits", "_packer", "_types", "_unpack_options", "_unpacked", "_unpacker")
 
     def __init__(self, limits: Limits | None = None, types: TypeRegistry | None = None) -> None:
         self._limits = limits or Limits()
@@ -535,6 +537,15 @@ class Codec:
             max_array_len=self._limits.max_collection,
             max_map_len=self._limits.max_collection,
         )
+        # Small frames (every call's) go through one reused Unpacker: unpackb parses its
+        # ten options on every call (0.34 against 0.16 us for a REPLY). Large frames
+        # take unpackb, so the Unpacker's buffer never grows past SMALL_FRAME.
+        self._unpacker = self._new_unpacker()
+        self._unpacked = 0  # what the unpacker consumed so far (its tell())
+
+    def _new_unpacker(self) -> msgpack.Unpacker:
+        self._unpacked = 0
+        return msgpack.Unpacker(max_buffer_size=SMALL_FRAME, **self._unpack_options)
 
     @property
     def limits(self) -> Limits:
@@ -801,10 +812,21 @@ class Codec:
                 f"{self._limits.max_message_size} bytes (limits.max_message_size)"
             )
         try:
-            raw = msgpack.unpackb(frame, **self._unpack_options)
-        except ProtocolError:
-            raise
+            if len(frame) > SMALL_FRAME:
+                raw = msgpack.unpackb(frame, **self._unpack_options)
+            else:
+                unpacker = self._unpacker
+                unpacker.feed(frame)
+                raw = unpacker.unpack()
+                consumed = unpacker.tell()
+                if consumed - self._unpacked != len(frame):
+                    raise ValueError("extra data after the message")
+                self._unpacked = consumed
         except Exception as exc:  # msgpack raises many types for bad bytes
+            if len(frame) <= SMALL_FRAME:  # what it holds of this frame is garbage
+                self._unpacker = self._new_unpacker()
+            if isinstance(exc, ProtocolError):
+                raise
             detail = str(exc) or type(exc).__name__
             raise ProtocolError(f"not a valid msgpack frame ({detail})") from exc
         if type(raw) is not list or len(raw) < 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from mesh import Limits, ProtocolError, TypeRegistry
 from mesh._wire import (
     PROTOCOL_MAX,
+    SMALL_FRAME,
     Call,
     Cancel,
     Codec,
@@ -109,6 +111,31 @@ def test_missing_required_field_is_an_error() -> None:
 def test_invalid_frames_are_protocol_errors(frame: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         codec.decode(frame)
+
+
+@pytest.mark.parametrize("size", [100, SMALL_FRAME + 1], ids=["small", "large"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda good: good[: len(good) // 2],  # truncated
+        lambda good: good + b"\x00",  # extra data
+        lambda good: good + good,  # two messages in one frame
+        lambda good: b"\xc1" + good,  # a byte msgpack never uses
+        lambda good: b"",
+    ],
+    ids=["truncated", "extra byte", "two messages", "invalid byte", "empty"],
+)
+def test_a_bad_frame_leaves_the_codec_decoding_the_next(
+    size: int, damage: Callable[[bytes], bytes]
+) -> None:
+    """Small frames share one streaming unpacker: what a bad frame left in it must not
+    spill into the next frame."""
+    fresh = Codec()
+    good = fresh.encode(Reply(7, b"x" * size))
+    for _ in range(3):
+        with pytest.raises(ProtocolError, match="not a valid msgpack frame"):
+            fresh.decode(damage(good))
+        assert fresh.decode(good) == Reply(7, b"x" * size)
 
 
 def test_future_version_is_refused_except_for_the_handshake() -> None:
