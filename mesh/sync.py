@@ -116,12 +116,11 @@ class Client:
         if not self._dealer.send(frame, max(0.0, deadline - time.monotonic())):
             raise self._timeout(target, call_id)
         while (answer := self._next(deadline)) is not None:
-            if _ref(answer) != call_id:
-                continue  # a late answer to an earlier call that timed out
-            if isinstance(answer, Reply):
+            if type(answer) is Reply and answer.call_id == call_id:
                 return answer.result
-            if isinstance(answer, Error):
+            if type(answer) is Error and answer.ref == call_id:
                 raise self._error(answer, target, call_id)
+            # anything else: a late answer to an earlier call that timed out
         raise self._timeout(target, call_id)
 
     def stream(
