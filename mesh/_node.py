@@ -1208,7 +1208,6 @@ class Node(AsyncResource):
         except CallError as exc:
             self._reply(routing_id, Error(call.call_id, exc.code, str(exc)))
             return
-        key = (routing_id, call.call_id)
         limit = self.config.limits.max_calls_per_peer
         if self._calls_by_peer.get(routing_id, 0) >= limit:
             self._limit_violations += 1
@@ -1222,7 +1221,7 @@ class Node(AsyncResource):
                 ),
             )
             return
-        if key in self._serving:
+        if self._serving and (routing_id, call.call_id) in self._serving:
             # Answering would settle the caller's first call with it: count and drop.
             self._protocol_errors += 1
             log.warning("call id %d reused while in flight: dropped", call.call_id)
@@ -1244,6 +1243,7 @@ class Node(AsyncResource):
         task = asyncio.get_running_loop().create_task(
             self._run_call(routing_id, call, spec, context, credit)
         )
+        key = (routing_id, call.call_id)
         self._serving[key] = _Serving(task, context, credit)
         self._calls_by_peer[routing_id] = self._calls_by_peer.get(routing_id, 0) + 1
         task.add_done_callback(lambda _: self._served(key))
@@ -1616,7 +1616,13 @@ class Node(AsyncResource):
             self._protocol_errors += 1
             return
         routing_id = frames[0]
-        message = self._decode(frames, 1, routing_id)
+        if len(frames) == 2:  # the usual message: its decode, without _decode's call
+            try:
+                message: Message | ProtocolError = self._codec.decode(frames[1])
+            except ProtocolError as exc:
+                message = self._bad_frame(exc, routing_id)
+        else:
+            message = self._decode(frames, 1, routing_id)
         if isinstance(message, ProtocolError):
             self._reply(routing_id, Error(message.ref, ProtocolError.code, str(message)))
             return
@@ -1692,12 +1698,14 @@ class Node(AsyncResource):
         routing id or an address); a bad one is counted and its error returned, not
         raised."""
         if len(frames) != first + 1:
-            error = ProtocolError("a mesh message is exactly one frame")
-        else:
-            try:
-                return self._codec.decode(frames[first])
-            except ProtocolError as exc:
-                error = exc
+            return self._bad_frame(ProtocolError("a mesh message is exactly one frame"), source)
+        try:
+            return self._codec.decode(frames[first])
+        except ProtocolError as exc:
+            return self._bad_frame(exc, source)
+
+    def _bad_frame(self, error: ProtocolError, source: Any) -> ProtocolError:
+        """Count and log a frame that is no valid message; returns ``error``."""
         self._protocol_errors += 1
         log.debug("bad frame from %s: %s", _source(source), error)
         return error

