@@ -563,6 +563,30 @@ async def test_registration_rules() -> None:
             await a.call("calc.add", 1, 2)
 
 
+async def test_a_service_removed_and_added_again_is_served_as_it_is_now() -> None:
+    """The provider keeps what each called name resolved to: adding or removing a
+    service must make it look again."""
+
+    async def first(x: int) -> int:
+        return x
+
+    async def second(x: int) -> int:
+        return -x
+
+    async with node("provider") as a, node("caller") as b:
+        a.add_service(first, name="swap.it")
+        await b.connect(a.address)
+        assert await b.call("swap.it", 5) == 5
+        a.remove_service("swap")
+        with pytest.raises(mesh.NoProvider):
+            await b.call("swap.it", 5)
+        a.add_service(second, name="swap.it")
+        assert await b.call("swap.it", 5) == -5
+        a.add_service(first, name="swap.other")  # a method added to the service
+        assert await b.call("swap.other", 5) == 5
+        assert await b.call("swap.it", 5) == -5
+
+
 def test_decorated_methods_stay_plain_methods(security: str) -> None:
     assert asyncio.run(Calc().add(1, 2)) == 3
     assert Calc().mul(2, 3) == 6
