@@ -1,7 +1,7 @@
 """mesh RPC against raw pyzmq, in one run, on 127.0.0.1, 100-byte echo.
 
 python -m tests.bench.rpc [--calls N] [--throughput-calls T] [--concurrency C] [--json]
-                          [--warmup W] [--pin] [--check] [--time-limit S]
+                          [--warmup W] [--rounds R] [--pin] [--check] [--time-limit S]
 
 Every server runs in its own process (started here, ended by PID with SIGTERM then
 SIGKILL, whatever happens); the clients run in this process:
@@ -19,6 +19,12 @@ SIGKILL, whatever happens); the clients run in this process:
 Plus one reference row in no ratio: the blocking DEALER against the asyncio server of
 2., what ``mesh.sync`` against a node is without mesh (the floor of the third ratio).
 Latencies under load (the C rows) are per call, from its send to its answer.
+
+Rows that a ratio compares are measured in turn, R rounds of N/R calls each (the
+blocking rows 1., 4. and the reference; the sequential rows of 2. and 3.; their
+concurrent rows), and each row's rounds are pooled: the machine's speed drifts by
+20% or more from one minute to the next, and a row measured a minute after the row
+it is compared with saw another machine.
 
 Then the ratios that DESIGN.md ("Performance notes") sets as goals. Absolute numbers
 drift by 20% on a shared machine: only the ratios within one run mean much. Exits 0
@@ -43,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -80,6 +86,17 @@ class Figure:
 def _percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+#: One run of a row: every call's latency (seconds) and the run's wall time.
+Sample = tuple[list[float], float]
+
+
+def pooled(samples: list[Sample]) -> Figure:
+    """The figure of a row measured in several runs: percentiles over every call,
+    calls/s over their total time."""
+    latencies = [x for run_latencies, _ in samples for x in run_latencies]
+    return figure(latencies, sum(elapsed for _, elapsed in samples))
 
 
 def figure(latencies: list[float], elapsed: float) -> Figure:
@@ -199,7 +216,7 @@ def _blocking_dealer(context: zmq.Context[zmq.Socket[bytes]], address: str) -> z
     return sock
 
 
-def raw_blocking_sequential(sock: zmq.Socket[bytes], calls: int, warmup: int) -> Figure:
+def raw_blocking_sequential(sock: zmq.Socket[bytes], calls: int, warmup: int) -> Sample:
     send, recv, clock = sock.send, sock.recv, time.perf_counter
     message = payload(0)
     for _ in range(warmup):
@@ -212,12 +229,12 @@ def raw_blocking_sequential(sock: zmq.Socket[bytes], calls: int, warmup: int) ->
         send(message)
         recv()
         latencies[i] = clock() - t0
-    return figure(latencies, clock() - started)
+    return latencies, clock() - started
 
 
 def raw_blocking_pipelined(
     sock: zmq.Socket[bytes], calls: int, concurrency: int, warmup: int
-) -> Figure:
+) -> Sample:
     """Keep ``concurrency`` calls in flight: receive one, send one."""
     send, recv, clock = sock.send, sock.recv, time.perf_counter
 
@@ -240,7 +257,7 @@ def raw_blocking_pipelined(
         return latencies, clock() - started
 
     run(warmup)
-    return figure(*run(calls))
+    return run(calls)
 
 
 # -- 2. raw zmq.asyncio -------------------------------------------------------------------
@@ -255,7 +272,7 @@ def _async_dealer(context: zmq.asyncio.Context, address: str) -> zmq.asyncio.Soc
     return sock
 
 
-async def raw_asyncio_sequential(sock: zmq.asyncio.Socket, calls: int, warmup: int) -> Figure:
+async def raw_asyncio_sequential(sock: zmq.asyncio.Socket, calls: int, warmup: int) -> Sample:
     """One awaited send and one awaited recv per call."""
     clock = time.perf_counter
     message = payload(0)
@@ -269,12 +286,12 @@ async def raw_asyncio_sequential(sock: zmq.asyncio.Socket, calls: int, warmup: i
         await sock.send(message)
         await sock.recv()
         latencies[i] = clock() - t0
-    return figure(latencies, clock() - started)
+    return latencies, clock() - started
 
 
 async def raw_asyncio_futures(
     sock: zmq.asyncio.Socket, calls: int, concurrency: int, warmup: int
-) -> Figure:
+) -> Sample:
     """C tasks each await a future per call; one reader drains replies with NOBLOCK.
 
     Sends go through the asyncio socket (it re-checks ZMQ_EVENTS for a waiting recv);
@@ -323,7 +340,7 @@ async def raw_asyncio_futures(
     reading = asyncio.create_task(reader())
     try:
         await run(warmup)
-        return figure(*await run(calls))
+        return await run(calls)
     finally:
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -333,7 +350,7 @@ async def raw_asyncio_futures(
 # -- 3. mesh, async -----------------------------------------------------------------------
 
 
-async def mesh_async_sequential(node: mesh.Node, calls: int, warmup: int) -> Figure:
+async def mesh_async_sequential(node: mesh.Node, calls: int, warmup: int) -> Sample:
     call, clock = node.call, time.perf_counter
     message = payload(0)
     for _ in range(warmup):
@@ -344,12 +361,12 @@ async def mesh_async_sequential(node: mesh.Node, calls: int, warmup: int) -> Fig
         t0 = clock()
         await call("echo.say", message)
         latencies[i] = clock() - t0
-    return figure(latencies, clock() - started)
+    return latencies, clock() - started
 
 
 async def mesh_async_concurrent(
     node: mesh.Node, calls: int, concurrency: int, warmup: int
-) -> Figure:
+) -> Sample:
     """C worker tasks, each making one call at a time until ``calls`` are done."""
     call, clock = node.call, time.perf_counter
     message = payload(0)
@@ -370,13 +387,13 @@ async def mesh_async_concurrent(
         return latencies, clock() - started
 
     await run(warmup)
-    return figure(*await run(calls))
+    return await run(calls)
 
 
 # -- 4. mesh, blocking --------------------------------------------------------------------
 
 
-def mesh_sync_sequential(client: mesh.sync.Client, calls: int, warmup: int) -> Figure:
+def mesh_sync_sequential(client: mesh.sync.Client, calls: int, warmup: int) -> Sample:
     call, clock = client.call, time.perf_counter
     message = payload(0)
     for _ in range(warmup):
@@ -387,7 +404,7 @@ def mesh_sync_sequential(client: mesh.sync.Client, calls: int, warmup: int) -> F
         t0 = clock()
         call("echo.say", message)
         latencies[i] = clock() - t0
-    return figure(latencies, clock() - started)
+    return latencies, clock() - started
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -445,6 +462,40 @@ RATIOS = [
 ]  # fmt: skip
 
 
+Row = Callable[[int, int], Sample]
+AsyncRow = Callable[[int, int], Awaitable[Sample]]
+
+
+def _share(calls: int, warmup: int, rounds: int) -> tuple[int, int]:
+    """Calls and warm-up calls of one round."""
+    return max(1, calls // rounds), warmup // rounds
+
+
+def alternate(rows: dict[str, Row], calls: int, warmup: int, rounds: int) -> dict[str, Figure]:
+    """Run each row in turn, ``rounds`` times (``calls`` in all, each), and pool its
+    runs: a row and the row it is compared with see the same moments of a machine
+    whose speed drifts (by 20% or more from one minute to the next)."""
+    share, warm = _share(calls, warmup, rounds)
+    samples: dict[str, list[Sample]] = {key: [] for key in rows}
+    for _ in range(rounds):
+        for key, row in rows.items():
+            samples[key].append(row(share, warm))
+    return {key: pooled(runs) for key, runs in samples.items()}
+
+
+async def alternate_async(
+    rows: dict[str, AsyncRow], calls: int, warmup: int, rounds: int
+) -> dict[str, Figure]:
+    """:func:`alternate` for rows run on the event loop, each run bounded in time."""
+    share, warm = _share(calls, warmup, rounds)
+    samples: dict[str, list[Sample]] = {key: [] for key in rows}
+    for _ in range(rounds):
+        for key, row in rows.items():
+            async with asyncio.timeout(PHASE_TIMEOUT):
+                samples[key].append(await row(share, warm))
+    return {key: pooled(runs) for key, runs in samples.items()}
+
+
 async def _async_phases(
     raw_asyncio_address: str,
     echo_address: str,
@@ -454,42 +505,39 @@ async def _async_phases(
     args: argparse.Namespace,
 ) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
+    c = args.concurrency
+    config = mesh.Config(name="bench-client", mesh=mesh_name, profile="local", host="127.0.0.1")
     context = zmq.asyncio.Context()
     try:
         sock = _async_dealer(context, raw_asyncio_address)
         try:
-            async with asyncio.timeout(PHASE_TIMEOUT):
-                figures["raw_asyncio_sequential"] = await raw_asyncio_sequential(
-                    sock, args.calls, args.warmup
-                )
-            async with asyncio.timeout(PHASE_TIMEOUT):
-                figures["raw_asyncio_futures"] = await raw_asyncio_futures(
-                    sock, args.throughput_calls, args.concurrency, args.warmup
+            async with mesh.Node(config) as node:
+                await node.connect(echo_address)
+                sequential: dict[str, AsyncRow] = {
+                    "raw_asyncio_sequential": lambda n, w: raw_asyncio_sequential(sock, n, w),
+                    "mesh_async_sequential": lambda n, w: mesh_async_sequential(node, n, w),
+                }
+                figures |= await alternate_async(sequential, args.calls, args.warmup, args.rounds)
+                concurrent: dict[str, AsyncRow] = {
+                    "raw_asyncio_futures": lambda n, w: raw_asyncio_futures(sock, n, c, w),
+                    "mesh_async_concurrent": lambda n, w: mesh_async_concurrent(node, n, c, w),
+                }
+                figures |= await alternate_async(
+                    concurrent, args.throughput_calls, args.warmup, args.rounds
                 )
         finally:
             sock.close(linger=0)
     finally:
         context.term()
-    config = mesh.Config(name="bench-client", mesh=mesh_name, profile="local", host="127.0.0.1")
-    async with mesh.Node(config) as node:
-        await node.connect(echo_address)
-        async with asyncio.timeout(PHASE_TIMEOUT):
-            figures["mesh_async_sequential"] = await mesh_async_sequential(
-                node, args.calls, args.warmup
-            )
-        async with asyncio.timeout(PHASE_TIMEOUT):
-            figures["mesh_async_concurrent"] = await mesh_async_concurrent(
-                node, args.throughput_calls, args.concurrency, args.warmup
-            )
     async with mesh.Node(config.replace(secret_file=secret)) as node:
         await node.connect(curve_address)
         async with asyncio.timeout(PHASE_TIMEOUT):
-            figures["mesh_curve_sequential"] = await mesh_async_sequential(
-                node, args.calls, args.warmup
+            figures["mesh_curve_sequential"] = figure(
+                *await mesh_async_sequential(node, args.calls, args.warmup)
             )
         async with asyncio.timeout(PHASE_TIMEOUT):
-            figures["mesh_curve_concurrent"] = await mesh_async_concurrent(
-                node, args.throughput_calls, args.concurrency, args.warmup
+            figures["mesh_curve_concurrent"] = figure(
+                *await mesh_async_concurrent(node, args.throughput_calls, c, args.warmup)
             )
     return figures
 
@@ -527,36 +575,30 @@ def measure(args: argparse.Namespace) -> dict[str, Figure]:
             os.sched_setaffinity(0, client_cpus)  # before any zmq context: its threads inherit
 
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        config = mesh.Config(name="bench-sync", mesh=mesh_name, profile="local")
+        sock = _blocking_dealer(context, raw_blocking)
+        # A reference, in no ratio: a blocking caller to an asyncio server (what
+        # mesh.sync against a node is, minus mesh), the floor of the third ratio.
+        ref = _blocking_dealer(context, raw_asyncio)
         try:
-            sock = _blocking_dealer(context, raw_blocking)
-            try:
-                figures["raw_blocking_sequential"] = raw_blocking_sequential(
-                    sock, args.calls, args.warmup
-                )
-                figures["raw_blocking_pipelined"] = raw_blocking_pipelined(
-                    sock, args.throughput_calls, args.concurrency, args.warmup
-                )
-            finally:
-                sock.close(linger=0)
-            # A reference, in no ratio: a blocking caller to an asyncio server (what
-            # mesh.sync against a node is, minus mesh), the floor of the third ratio.
-            sock = _blocking_dealer(context, raw_asyncio)
-            try:
-                figures["raw_blocking_to_asyncio_sequential"] = raw_blocking_sequential(
-                    sock, args.calls, args.warmup
-                )
-            finally:
-                sock.close(linger=0)
+            with mesh.sync.connect(echo, config=config) as client:
+                sequential: dict[str, Row] = {
+                    "raw_blocking_sequential": lambda n, w: raw_blocking_sequential(sock, n, w),
+                    "mesh_sync_sequential": lambda n, w: mesh_sync_sequential(client, n, w),
+                    "raw_blocking_to_asyncio_sequential": (
+                        lambda n, w: raw_blocking_sequential(ref, n, w)
+                    ),
+                }
+                figures |= alternate(sequential, args.calls, args.warmup, args.rounds)
+            figures["raw_blocking_pipelined"] = figure(
+                *raw_blocking_pipelined(sock, args.throughput_calls, args.concurrency, args.warmup)
+            )
         finally:
+            sock.close(linger=0)
+            ref.close(linger=0)
             context.term()
 
-        figures.update(
-            asyncio.run(_async_phases(raw_asyncio, echo, curve, secret, mesh_name, args))
-        )
-
-        config = mesh.Config(name="bench-sync", mesh=mesh_name, profile="local")
-        with mesh.sync.connect(echo, config=config) as client:
-            figures["mesh_sync_sequential"] = mesh_sync_sequential(client, args.calls, args.warmup)
+        figures |= asyncio.run(_async_phases(raw_asyncio, echo, curve, secret, mesh_name, args))
     return {key: figures[key] for key in LABELS}
 
 
@@ -575,6 +617,7 @@ def report(figures: dict[str, Figure], args: argparse.Namespace) -> dict[str, An
             "throughput_calls": args.throughput_calls,
             "concurrency": args.concurrency,
             "warmup": args.warmup,
+            "rounds": args.rounds,
             "pinned": args.pin,
             "payload_bytes": PAYLOAD_BYTES,
             "python": sys.version.split()[0],
@@ -623,6 +666,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=counted(1), default=100, help="calls in flight")
     parser.add_argument("--warmup", type=counted(0), default=500, help="warm-up calls each")
+    parser.add_argument(
+        "--rounds",
+        type=counted(1),
+        default=5,
+        help="runs of each compared row, taken in turn (their calls pooled)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--pin",
