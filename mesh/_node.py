@@ -1533,7 +1533,7 @@ class Node(AsyncResource):
         return accept_welcome(answer, address, self.mesh)
 
     def _on_dealer_frames(self, connection: Connection, frames: list[bytes]) -> None:
-        message = self._decode(frames, 0, connection.address)
+        message = self._decode(frames, connection.address)
         if isinstance(message, ProtocolError):
             return
         if isinstance(message, Reply | StreamItem | StreamEnd):
@@ -1616,13 +1616,13 @@ class Node(AsyncResource):
             self._protocol_errors += 1
             return
         routing_id = frames[0]
-        if len(frames) == 2:  # the usual message: its decode, without _decode's call
+        if len(frames) == 2:  # the usual message: decoded here, one call fewer than _decode
             try:
                 message: Message | ProtocolError = self._codec.decode(frames[1])
             except ProtocolError as exc:
                 message = self._bad_frame(exc, routing_id)
         else:
-            message = self._decode(frames, 1, routing_id)
+            message = self._decode(frames[1:], routing_id)
         if isinstance(message, ProtocolError):
             self._reply(routing_id, Error(message.ref, ProtocolError.code, str(message)))
             return
@@ -1693,14 +1693,13 @@ class Node(AsyncResource):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _decode(self, frames: list[bytes], first: int, source: Any) -> Message | ProtocolError:
-        """Decode the message of ``frames[first:]`` (one frame), from ``source`` (a
-        routing id or an address); a bad one is counted and its error returned, not
-        raised."""
-        if len(frames) != first + 1:
+    def _decode(self, frames: list[bytes], source: Any) -> Message | ProtocolError:
+        """Decode a message from ``source`` (a routing id or an address); a bad one is
+        counted and its error returned, not raised."""
+        if len(frames) != 1:
             return self._bad_frame(ProtocolError("a mesh message is exactly one frame"), source)
         try:
-            return self._codec.decode(frames[first])
+            return self._codec.decode(frames[0])
         except ProtocolError as exc:
             return self._bad_frame(exc, source)
 

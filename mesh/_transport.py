@@ -153,7 +153,7 @@ class Pump:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        #: While a read batch runs: what its handlers sent, sent together at its end.
+        #: While a read batch runs: what its handlers sent, sent in bursts (_read_batch).
         self._held: list[list[bytes]] | None = None
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.dropped_out = 0
