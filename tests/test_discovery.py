@@ -36,6 +36,7 @@ from mesh._discovery import (
 from mesh._errors import ConfigError, ProtocolError
 from mesh._keys import encode_key, z85_encode
 from tests.lan import Lan
+from tests.waiting import wait_until
 
 LOOPBACK = "127.0.0.1"
 #: Loopback finding must take well under this (measured ~0.01-0.1 s; 3 s is the margin).
@@ -413,13 +414,6 @@ class Found:
             while not set(node_ids) <= self.ids:
                 self._changed.clear()
                 await self._changed.wait()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = FIND_LIMIT) -> None:
-    """Poll ``predicate`` (statistics have no event to wait on)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from mesh._wire import (
     StreamItem,
     Welcome,
 )
+from tests.waiting import wait_until
 
 codec = Codec()
 LIMIT = 64 * 1024
@@ -244,11 +245,3 @@ async def test_stream_credit_is_capped(rig: Rig) -> None:
         assert isinstance(message, StreamItem)
     assert rig.node.statistics().limit_violations == 2
     await rig.still_serves()
-
-
-async def wait_until(condition: Any, timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)

@@ -20,6 +20,7 @@ from mesh import Node, current_call, method, service, stream
 from mesh._context import CallContext
 from nodes.calc import Calc
 from tests.security import MODES, KeyPool
+from tests.waiting import wait_until
 
 # Every test here runs three times: without security, with a shared secret, with
 # per-node keys (node addresses then carry the key: tcp://host:port#KEY).
@@ -612,14 +613,6 @@ async def test_shutdown_finishes_calls_in_flight_and_refuses_new_ones(
         await caller.call("calc.add", 1, 2)
     assert await in_flight == 0.3
     await closing
-
-
-async def wait_until(condition: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_handlers_can_still_call_out_during_the_grace_period() -> None:
