@@ -661,11 +661,18 @@ class Node(AsyncResource):
         """Every member this node knows (itself included), with status, record and stats;
         dead and left ones until they are purged. Sorted by name."""
         self._require_started()
+        return self._member_view(with_stats=True)
+
+    def _member_view(self, *, with_stats: bool = False, live: bool = False) -> list[MemberInfo]:
+        """The listed members (only those alive or suspect if ``live``), their stats
+        only if ``with_stats``: from membership and the catalog, or for a node that does
+        not join, the members its client last pulled."""
         if self._gossiper is None:
             return list(self._remote_view)
         membership, catalog = self._gossiper.membership, self._gossiper.catalog
-        listed = [m for m in membership.members() if m.id in self._listed]
-        return member_infos(listed, catalog.record, catalog.stats, membership.since)
+        listed = [m for m in membership.members() if m.id in self._listed and (not live or m.live)]
+        stats = catalog.stats if with_stats else _no_stats
+        return member_infos(listed, catalog.record, stats, membership.since)
 
     def services(self) -> dict[str, ServiceListing]:
         """Every service offered by a live member, by name: its methods and providers
@@ -675,14 +682,8 @@ class Node(AsyncResource):
     def _providers_of(self, service: str) -> list[MemberInfo]:
         """The listed members whose record offers ``service`` (any status or state)."""
         if self._providers is None:
-            if self._gossiper is None:
-                view = self._remote_view
-            else:
-                membership, catalog = self._gossiper.membership, self._gossiper.catalog
-                listed = [m for m in membership.members() if m.id in self._listed]
-                view = member_infos(listed, catalog.record, lambda _: None, membership.since)
             index: dict[str, list[MemberInfo]] = {}
-            for info in view:
+            for info in self._member_view():
                 for offered in () if info.record is None else info.record.services:
                     index.setdefault(offered.name, []).append(info)
             self._providers = index
@@ -1733,6 +1734,10 @@ class Node(AsyncResource):
             raise MeshError("node is closed")
 
 
+def _no_stats(member_id: str) -> None:
+    return None
+
+
 def _idempotent(provider: MemberInfo, service: str, method: str) -> bool:
     """Whether ``provider`` lists ``service.method`` as safe to retry."""
     listed = None if provider.record is None else provider.record.service(service)
@@ -1856,13 +1861,7 @@ class _EventHost:
         return self._node._transport.subscriber(on_frames)
 
     def live_members(self) -> list[MemberInfo]:
-        node = self._node
-        if node._gossiper is None:
-            view = node._remote_view
-        else:
-            membership, catalog = node._gossiper.membership, node._gossiper.catalog
-            listed = [m for m in membership.members() if m.id in node._listed and m.live]
-            view = member_infos(listed, catalog.record, lambda _: None, membership.since)
+        view = self._node._member_view(live=True)
         return [m for m in view if m.status in ("alive", "suspect")]
 
     def events_listing_changed(self) -> None:
