@@ -63,8 +63,9 @@ def _ip_path() -> str:
     return path
 
 
-def ip(*args: str, timeout: float = _IP_TIMEOUT) -> str:
-    """Run ``ip *args``; return stdout, raise RuntimeError with command and stderr on failure."""
+def ip(*args: str, timeout: float = _IP_TIMEOUT, input: str | None = None) -> str:
+    """Run ``ip *args`` (``input`` on its standard input, else nothing); return stdout,
+    raise RuntimeError with command and stderr on failure."""
     cmd = [_ip_path(), *args]
     try:
         done = subprocess.run(
@@ -73,7 +74,8 @@ def ip(*args: str, timeout: float = _IP_TIMEOUT) -> str:
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"`{' '.join(cmd)}` timed out after {timeout}s") from exc

@@ -14,10 +14,9 @@ import functools
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterable
 
-from tests.lan import Host, Lan, _ip_path
+from tests.lan import Host, Lan, ip
 
 TABLE = "chaos"
 
@@ -43,16 +42,10 @@ def nft(lan: Lan, script: str) -> None:
     binary = nft_binary()
     if binary is None:
         raise RuntimeError(nft_unavailable())
-    done = subprocess.run(
-        [_ip_path(), "netns", "exec", lan.bridge_netns, binary, "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"nft failed ({done.returncode}): {done.stderr.strip()}\n{script}")
+    try:
+        ip("netns", "exec", lan.bridge_netns, binary, "-f", "-", input=script, timeout=10)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{script}") from None
 
 
 def _ports(hosts: Iterable[Host]) -> str:
