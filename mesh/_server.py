@@ -93,7 +93,7 @@ class _Limiter:
         return self._running < self._concurrency and not self._waiters
 
     async def acquire(self) -> None:
-        if self._running < self._concurrency and not self._waiters:
+        if self.free:
             self._running += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -25,6 +25,7 @@ from mesh import (
 )
 from mesh._transport import Transport
 from mesh._wire import Call, Codec, Error, Goodbye, Hello, Kind, Welcome
+from tests.waiting import wait_until
 
 codec = Codec()
 
@@ -326,7 +327,7 @@ async def test_leaving_node_says_goodbye(zctx: RawSockets) -> None:
         await b.connect(a.address)
         assert b.id in a.peers
         await b.aclose()
-        await wait_for(lambda: b.id not in a.peers)
+        await wait_until(lambda: b.id not in a.peers)
     # A raw peer that said HELLO is told goodbye when the node leaves.
     async with node("c") as c:
         sock = await raw_dealer(zctx, c.address)
@@ -342,7 +343,7 @@ async def test_peer_that_leaves_is_forgotten_by_the_caller() -> None:
         address = a.address
         await b.connect(address)
         await a.aclose()
-        await wait_for(lambda: a.id not in b.peers)
+        await wait_until(lambda: a.id not in b.peers)
         assert address not in b._connections  # closed at the GOODBYE, not kept for dead_ttl
 
 
@@ -424,14 +425,6 @@ async def test_closing_twice_is_harmless() -> None:
     await a.aclose()
 
 
-async def wait_for(condition: Any, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_bad_call_gets_an_error_naming_its_call_id(zctx: RawSockets) -> None:
     async with node("a") as a:
         sock = await raw_dealer(zctx, a.address)
@@ -440,6 +433,15 @@ async def test_bad_call_gets_an_error_naming_its_call_id(zctx: RawSockets) -> No
         assert isinstance(answer, Error)
         assert (answer.ref, answer.code) == (42, "protocol")
         assert "CALL.args" in answer.message
+        # A complete CALL (the codec's fast path) whose args nest too deep: same answer.
+        deep: Any = 0
+        for _ in range(a.config.limits.max_depth + 1):
+            deep = [deep]
+        frame = msgpack.packb([1, int(Kind.CALL), 43, "calc.add", [deep], {}, 1000, 0, "t", 1])
+        answer = await ask(sock, frame)
+        assert isinstance(answer, Error)
+        assert (answer.ref, answer.code) == (43, "protocol")
+        assert "nesting deeper" in answer.message
 
 
 async def test_a_welcome_from_another_connection_does_not_complete_a_handshake(
@@ -515,10 +517,10 @@ async def test_caller_goodbye_stops_its_calls(zctx: RawSockets) -> None:
         sock = await raw_dealer(zctx, a.address)
         await ask(sock, hello())
         await sock.send(codec.encode(Call(1, "slow.forever", [], {}, None)))
-        await wait_for(lambda: a.statistics().calls_in_flight == 1)
+        await wait_until(lambda: a.statistics().calls_in_flight == 1)
         await sock.send(codec.encode(Goodbye("f" * 32)))
         await asyncio.wait_for(stopped.wait(), 2)
-        await wait_for(lambda: a.statistics().calls_in_flight == 0)
+        await wait_until(lambda: a.statistics().calls_in_flight == 0)
 
 
 async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSockets) -> None:
@@ -548,7 +550,7 @@ async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSo
             async with a.stream("numbers.all") as items:
                 # Consume nothing until the flood is in: items taken meanwhile would grant
                 # credit and the flood might then fit in it (timing-dependent).
-                await wait_for(lambda: a.statistics().messages_in >= 1 + 64 + 10)
+                await wait_until(lambda: a.statistics().messages_in >= 1 + 64 + 10)
                 async for _ in items:
                     pass
         await asyncio.wait_for(served, 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import zmq
 
 import mesh
 from mesh import _transport
+from mesh._wire import Codec, Hello, Welcome
 from tests.programs import node_env, node_program, read_line
 
 
@@ -115,3 +117,43 @@ async def test_a_client_whose_session_was_ended_shakes_hands_again() -> None:
             assert await asyncio.to_thread(client.call, "counter.count") == 3
         finally:
             await asyncio.to_thread(client.close)
+
+
+@pytest.fixture
+def silent_node() -> Iterator[str]:
+    """A ROUTER that answers HELLO with a WELCOME, then answers nothing at all."""
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    codec, done = Codec(), threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            if sock.poll(50):
+                routing_id, frame = sock.recv_multipart()
+                request = codec.decode(frame)
+                if isinstance(request, Hello):
+                    answer = Welcome(request.ref, "e" * 32, "silent", "test", 1, 1, 1)
+                    sock.send_multipart([routing_id, codec.encode(answer)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        done.set()
+        thread.join(2)
+        sock.close()
+        context.term()
+
+
+def test_each_blocking_call_waits_its_own_timeout(silent_node: str) -> None:
+    """The wait of one call (the socket's receive timeout) is not the next call's: a
+    short call after a long one still gives up at its own deadline."""
+    with mesh.sync.connect(silent_node, mesh="test", profile="test") as client:
+        for timeout in (0.6, 0.1, 0.4):
+            started = time.monotonic()
+            with pytest.raises(mesh.CallTimeout):
+                client.call("calc.add", 1, 2, timeout=timeout)
+            assert timeout <= time.monotonic() - started < timeout + 0.5

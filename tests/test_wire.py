@@ -128,13 +128,15 @@ def test_invalid_frames_are_protocol_errors(frame: bytes, match: str) -> None:
 def test_a_bad_frame_leaves_the_codec_decoding_the_next(
     size: int, damage: Callable[[bytes], bytes]
 ) -> None:
-    """Small frames share one streaming unpacker: what a bad frame left in it must not
-    spill into the next frame."""
+    """Small frames share one streaming unpacker: what a bad frame, small or large, left
+    in it must not spill into the next (small) frame."""
     fresh = Codec()
     good = fresh.encode(Reply(7, b"x" * size))
+    small = fresh.encode(Reply(8, b"small"))
     for _ in range(3):
         with pytest.raises(ProtocolError, match="not a valid msgpack frame"):
             fresh.decode(damage(good))
+        assert fresh.decode(small) == Reply(8, b"small")
         assert fresh.decode(good) == Reply(7, b"x" * size)
 
 
