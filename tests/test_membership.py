@@ -9,6 +9,7 @@ import pytest
 
 from mesh._config import PROFILES, MembershipSettings
 from mesh._membership import (
+    LOSS_MEMORY,
     MAX_INCARNATION_JUMP,
     Ack,
     Gossip,
@@ -534,6 +535,25 @@ def test_after_lost_messages_a_member_is_accused_on_a_second_failed_probe() -> N
     _, second = failed_probe(nodes, answering=3, now=now)
     assert second.to == first.to
     assert status(a, target) is Status.SUSPECT
+
+
+def test_lost_messages_are_forgotten_after_loss_memory_probe_intervals() -> None:
+    """Loss seen long ago delays no verdict: LOSS_MEMORY probe intervals of a healthy
+    network later, a probe failing with every relay's nack accuses at once."""
+    nodes = cores(6, TEST)
+    a, table = nodes[0], by_address(nodes)
+    now, ping = probe(a)
+    sends: list[Send] = []
+    while not any(isinstance(s.message, PingReq) for s in sends):
+        now = a.next_deadline()
+        sends = a.tick(now)
+    [fallback] = [s for s in sends if s.to == ping.to and isinstance(s.message, Ping)]
+    [ack] = table[ping.to].receive(fallback.message, now)  # the first ping was lost
+    a.receive(ack.message, now)
+    later = now + LOSS_MEMORY * TEST.probe_interval
+    run(nodes, now, later)  # everything arrives
+    _, failed = failed_probe(nodes, answering=3, now=later)
+    assert status(a, table[failed.to]) is Status.SUSPECT
 
 
 def test_a_suspect_is_confirmed_by_a_failed_probe_with_relays_unheard() -> None:
