@@ -680,8 +680,9 @@ class Subscriber:
 class BlockingDealer:
     """A DEALER for one thread that blocks (``mesh.sync``): no loop, no hand-offs.
 
-    The blocking client's fast path: a call is one ``send`` and one ``poll``/``recv``
-    in the caller's own thread. Same options as a node's DEALER.
+    The blocking client's fast path: a call is one ``send`` and one blocking ``recv``
+    (bounded by ``RCVTIMEO``) in the caller's own thread. Same options as a node's
+    DEALER.
     """
 
     def __init__(
