@@ -8,6 +8,7 @@ module imports it only inside :func:`run`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import traceback
@@ -68,11 +69,9 @@ class Settings:
             overrides["discovery"] = self.discovery
         config = mesh.Config.from_env(**overrides)
         if self.timeout is not None:
-            timings = mesh.Timings(
-                connect_timeout=self.timeout,
-                call_timeout=self.timeout,
-                grace_period=config.timings.grace_period,
-                membership=config.timings.membership,
+            # every other field (supervision, membership, ...) stays the profile's
+            timings = dataclasses.replace(
+                config.timings, connect_timeout=self.timeout, call_timeout=self.timeout
             )
             config = config.replace(timings=timings)
         return config

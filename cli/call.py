@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cli import _complete
-from cli._common import OK, USAGE, Settings, exit_code, fail, global_options, run, to_json
+from cli._common import OK, USAGE, Settings, exit_code, fail, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -189,7 +189,7 @@ def call(
     result, called = run(ctx, work)
     if not called:
         fail(f"{target} is a stream: use meshctl stream", USAGE)
-    echo_value(result, ctx.find_root().obj.as_json)
+    echo_value(result, settings(ctx).as_json)
 
 
 # -- meshctl call - ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import NO_PROVIDER, Settings, fail, global_options, run, to_json
+from cli._common import NO_PROVIDER, Settings, fail, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -64,7 +64,7 @@ def deps(ctx: click.Context, service: str | None) -> None:
     trees = dependency_trees(members, service)
     if trees is None:
         fail(f"no live member offers service {service!r}", NO_PROVIDER)
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json(trees))
         return
     for tree in trees:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli._common import USAGE, Settings, fail, global_options, run, to_json
+from cli._common import USAGE, Settings, fail, global_options, run, settings, to_json
 from cli.call import parse_value
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def publish(ctx: click.Context, topic: str, data: str | None) -> None:
             USAGE,
         )
     value = None if data is None else parse_value(data)
-    as_json = ctx.find_root().obj.as_json
+    as_json = settings(ctx).as_json
 
     async def work(given: Settings, config: mesh.Config) -> tuple[int, str, str]:
         import mesh
@@ -138,7 +138,7 @@ def subscribe(
                 "its own subscriptions, never handed to a queue group",
                 USAGE,
             )
-    printer = _Printer(count, ctx.find_root().obj.as_json)
+    printer = _Printer(count, settings(ctx).as_json)
     me = f"meshctl-sub-{os.getpid()}"
 
     async def work(given: Settings, config: mesh.Config) -> None:

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import NO_PROVIDER, Settings, fail, fresh_option, global_options, run, to_json
+from cli._common import (
+    NO_PROVIDER,
+    Settings,
+    fail,
+    fresh_option,
+    global_options,
+    run,
+    settings,
+    to_json,
+)
 from cli.nodes import duration
 from cli.services import latency
 
@@ -49,7 +58,7 @@ def inspect(ctx: click.Context, service: str, fresh: bool) -> None:
         )
         there = f"services: {', '.join(offered)}" if offered else "no live member offers any"
         fail(f"no live member offers service {service!r} ({there})", NO_PROVIDER)
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json(found))
         return
     show(found)

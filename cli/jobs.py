@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import FAILED, USAGE, Settings, fail, global_options, run, to_json
+from cli._common import FAILED, USAGE, Settings, fail, global_options, run, settings, to_json
 from cli.call import arguments_options, call_arguments
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def enqueue(
             )
 
     job_id = run(ctx, work)
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json({"id": job_id, "target": target, "key": key}))
     else:
         click.echo(job_id)
@@ -83,7 +83,7 @@ def jobs(ctx: click.Context, action: str | None, job_id: str | None, node: str |
     """
     if action is not None and not job_id:
         fail(f"jobs {action}: give the job id", USAGE)
-    as_json = ctx.find_root().obj.as_json
+    as_json = settings(ctx).as_json
 
     async def listing(given: Settings, config: mesh.Config) -> list[dict[str, Any]]:
         import mesh

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli._common import Settings, fresh_option, global_options, run, to_json
+from cli._common import Settings, fresh_option, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -68,7 +68,7 @@ def nodes(ctx: click.Context, statuses: tuple[str, ...], tags: dict[str, str], f
             return await client.members(fresh=fresh)
 
     members = [m for m in run(ctx, work) if matches(m, statuses, tags)]
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json([m.to_json() for m in members]))
         return
     from cli._table import print_table, status_style

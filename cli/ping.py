@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli import _complete
-from cli._common import FAILED, Settings, fail, global_options, run, to_json
+from cli._common import FAILED, Settings, fail, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -43,7 +43,7 @@ def ping(ctx: click.Context, node: str | None, count: int) -> None:
             return await client.ping(node, count=count)
 
     pings = run(ctx, work)
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json([p.to_json() for p in pings]))
     else:
         _table(pings)

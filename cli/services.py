@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli._common import Settings, fresh_option, global_options, run, to_json
+from cli._common import Settings, fresh_option, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -36,7 +36,7 @@ def services(ctx: click.Context, fresh: bool) -> None:
             return await client.services(fresh=fresh)
 
     listings = [listing.to_json() for listing in run(ctx, work).values()]
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json(listings))
         return
     from cli._table import print_table

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import Settings, global_options, run, to_json
+from cli._common import Settings, global_options, run, settings, to_json
 
 if TYPE_CHECKING:
     import mesh
@@ -39,7 +39,7 @@ def status(ctx: click.Context, node: str) -> None:
         return {"node": member.name, "id": member.id, **workers.to_json()}
 
     result = run(ctx, work)
-    if ctx.find_root().obj.as_json:
+    if settings(ctx).as_json:
         click.echo(to_json(result))
     else:
         _table(result)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli import _complete
-from cli._common import USAGE, Settings, fail, global_options, run
+from cli._common import USAGE, Settings, fail, global_options, run, settings
 from cli.call import arguments_options, call_arguments, echo_value, method_kind
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def stream(
     stops the producer and exits 130. --timeout bounds the wait for each item.
     """
     values, kwargs = call_arguments(target, args, args_json, keywords)
-    as_json = ctx.find_root().obj.as_json
+    as_json = settings(ctx).as_json
 
     async def work(given: Settings, config: mesh.Config) -> bool:
         import mesh
