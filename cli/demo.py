@@ -39,6 +39,8 @@ CLOCK_INTERVAL = 0.25
 TICKS = 3
 #: How long the tour waits for the events it expects before it goes on without them.
 EVENTS_WAIT = 2.0
+#: Signals that stop the demo and its nodes as Ctrl-C (SIGINT) does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @click.command()
@@ -70,10 +72,19 @@ def demo(count: int, keep: bool, as_json: bool) -> None:
     # mesh name) must reach neither its nodes nor the nodes and services commands run
     # here. They are put back at the end (the demo may run inside another program).
     saved = {v: os.environ.pop(v) for v in [v for v in os.environ if v.startswith("MESH_")]}
+    # SIGTERM and SIGHUP (a closed terminal) stop the demo as Ctrl-C does: its nodes are
+    # stopped in _demo's finally. Unhandled, they ended this process there and then.
+    handlers = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         _demo(count, keep, as_json)
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         os.environ.update(saved)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _demo(count: int, keep: bool, as_json: bool) -> None:
@@ -148,6 +159,7 @@ def _start(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=_end_with_parent,
     )
     procs.append(proc)
     names.append(name)
@@ -157,6 +169,15 @@ def _start(
     if ready.get("event") != "ready":
         raise click.ClickException(f"node {name} did not start: {ready}")
     return ready
+
+
+def _end_with_parent() -> None:
+    """In the node's process before exec: get SIGTERM when the demo dies, even by
+    SIGKILL, which no handler sees (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:

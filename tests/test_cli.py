@@ -183,6 +183,42 @@ def test_demo_keep_runs_until_interrupted_and_says_what_to_try() -> None:
     assert_none_left(mesh_name)
 
 
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_demo_keep_stopped_by_a_signal_leaves_no_node_running(sig: signal.Signals) -> None:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does (its nodes leave cleanly, exit 0);
+    even after a SIGKILL of the demo, its nodes get SIGTERM (they die with their parent)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    proc = subprocess.Popen(
+        [MESHCTL, "demo", "--keep", "--json", "--nodes", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    mesh_name = ""
+    try:
+        assert proc.stdout is not None
+        mesh_name = json.loads(proc.stdout.readline())["mesh"]
+        assert len(processes_of(mesh_name)) == 2
+        proc.send_signal(sig)
+        rest, errors = proc.communicate(timeout=DEMO_SECONDS)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, errors
+        assert json.loads(rest)["left_cleanly"] == 2
+    deadline = time.monotonic() + DEMO_SECONDS
+    while processes_of(mesh_name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_none_left(mesh_name)
+
+
 def test_enqueue_refuses_node_a_usage_error_before_connecting() -> None:
     meshctl = str(Path(sys.executable).parent / "meshctl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
