@@ -92,7 +92,8 @@ async def _all_checks(given: Settings) -> list[Check]:
 
     try:
         config = given.config()
-        config.advertised_host  # noqa: B018  (a wildcard host without advertise raises)
+        if config.host is not None:
+            config.advertised_host  # noqa: B018  (a wildcard host without advertise raises)
     except mesh.ConfigError as exc:
         return [Check("settings", "fail", str(exc))]
     wait = given.timeout if given.timeout is not None else min(WAIT, config.timings.connect_timeout)
@@ -147,11 +148,22 @@ def _settings(config: mesh.Config) -> Check:
     return Check(
         "settings",
         "ok",
-        f"mesh {config.mesh!r}, node name {config.name!r}, host {config.host}, ports "
+        f"mesh {config.mesh!r}, node name {config.name!r}, host {_host(config)}, ports "
         f"{'/'.join(str(p) for p in ports) if any(ports) else 'any free'}, profile "
         f"{config.profile}, discovery {'on' if config.discovery else 'off'}, "
         f"{_count(len(config.seeds), 'seed')}",
     )
+
+
+def _host(config: mesh.Config) -> str:
+    """The address a node would bind; what was asked for when it cannot be looked up
+    (the host and interface checks say why)."""
+    import mesh
+
+    try:
+        return config.bind_host
+    except mesh.ConfigError:
+        return config.host or f"the address of {config.discovery_interfaces[0]}"
 
 
 # -- interfaces --------------------------------------------------------------------------
@@ -282,19 +294,25 @@ def interface_checks(item: str, table: Interfaces) -> list[Check]:
 
 def port_checks(config: mesh.Config) -> list[Check]:
     """The host is an address of this machine; each fixed port is free to bind."""
+    import mesh
+
     fixed = [(what, p) for what, p in _ports(config) if p]
-    problem = _bind(config.host, 0)
+    try:
+        host = config.bind_host
+    except mesh.ConfigError as exc:
+        return [Check("host", "fail", str(exc))]
+    problem = _bind(host, 0)
     if problem is not None:
-        return [Check("host", "fail", f"cannot bind {config.host}: {problem}")]
-    checks = [Check("host", "ok", f"{config.host} can be bound")]
+        return [Check("host", "fail", f"cannot bind {host}: {problem}")]
+    checks = [Check("host", "ok", f"{host} can be bound")]
     if not fixed:
         checks.append(Check("ports", "ok", "all 0: each node picks free ports"))
     for what, port in fixed:
-        problem = _bind(config.host, port)
+        problem = _bind(host, port)
         if problem is None:
-            checks.append(Check(f"port {port}", "ok", f"{what} port, free on {config.host}"))
+            checks.append(Check(f"port {port}", "ok", f"{what} port, free on {host}"))
         else:
-            checks.append(Check(f"port {port}", "fail", f"{what} port on {config.host}: {problem}"))
+            checks.append(Check(f"port {port}", "fail", f"{what} port on {host}: {problem}"))
     return checks
 
 
@@ -335,7 +353,7 @@ def security_checks(config: mesh.Config) -> list[Check]:
 
     checks: list[Check] = []
     if config.secret_file is None and config.keys_dir is None:
-        loopback = _is_loopback(config.host)
+        loopback = _is_loopback(_host(config))
         return [
             Check(
                 "security",
@@ -344,7 +362,7 @@ def security_checks(config: mesh.Config) -> list[Check]:
                 + (
                     " (fine on loopback)"
                     if loopback
-                    else f"; anyone who reaches {config.host} can call: use a secret file "
+                    else f"; anyone who reaches {_host(config)} can call: use a secret file "
                     "(meshctl keygen --secret-file)"
                 ),
             )

@@ -131,9 +131,17 @@ def _import(spec: Spec, debug: bool) -> ModuleType:
 @click.command("run")
 @click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 @click.option(
-    "--name", metavar="NAME", help="This node's name [env MESH_NODE_NAME; default: the host name]."
+    "--name",
+    metavar="NAME",
+    help="This node's name [env MESH_NODE_NAME; default: <host>-<module>-<pid>, the module "
+    "of the first SPEC].",
 )
-@click.option("--host", metavar="HOST", help="Address to bind [env MESH_HOST; default: 127.0.0.1].")
+@click.option(
+    "--host",
+    metavar="HOST",
+    help="Address to bind [env MESH_HOST; default: the first --interface's address, else "
+    "127.0.0.1].",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -198,6 +206,9 @@ def run_command(
     async def work(given: Settings, config: mesh.Config) -> None:
         import mesh
 
+        if name is None and not os.environ.get("MESH_NODE_NAME", "").strip():
+            # <host>-<module>-<pid>: the program is the module hosted, not meshctl
+            overrides["name"] = mesh.Config.default_name(parsed[0].module.rsplit(".", 1)[-1])
         config = config.replace(**overrides) if overrides else config
         node = mesh.Node(config)
         for item in hosted:  # before the node starts: a refusal leaves no trace in the mesh

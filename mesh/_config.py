@@ -7,6 +7,7 @@ import math
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,6 +321,29 @@ PROFILES: Mapping[str, Timings] = {
 }
 
 _MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _name_part(text: str) -> str:
+    return _NOT_IN_NAME.sub("-", text).strip("-.")
+
+
+def _program_name() -> str:
+    """What this process runs: the module of ``python -m`` (its last part; a package's
+    name for its ``__main__``), else the file name of ``sys.argv[0]`` without suffix."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    module = getattr(spec, "name", None)
+    if isinstance(module, str) and module:
+        parts = [p for p in module.split(".") if p not in ("__main__", "__mp_main__")]
+        if parts:
+            return parts[-1]
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 in ("", "-", "-c", "-m"):
+        return ""
+    return Path(argv0).stem
+
+
 _SEED = re.compile(
     r"tcp://(?P<host>[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})(?:#(?P<key>\S+))?"
 )
@@ -334,20 +358,25 @@ class Config:
     :meth:`from_env`, the environment variable).
     """
 
-    #: Human label of this node; not required to be unique (the id is).
-    name: str = field(default_factory=socket.gethostname)
+    #: Human label of this node; not required to be unique (the id is). The default,
+    #: :meth:`default_name`, is ``<host>-<program>-<pid>``: unique on a LAN.
+    name: str = field(default_factory=lambda: Config.default_name())
     #: Name of the mesh; nodes of other meshes are refused at handshake.
     mesh: str = "mesh"
-    #: Address to bind the node's sockets to.
-    host: str = "127.0.0.1"
+    #: Address to bind the node's sockets to; None (the default): the first IPv4
+    #: address of the first interface given (``interface``, ``interfaces``), else
+    #: ``127.0.0.1`` (see :attr:`bind_host`).
+    host: str | None = None
     #: RPC (ROUTER) port; 0 picks a free one.
     port: int = 0
     #: Event (PUB) port; 0 picks a free one.
     pub_port: int = 0
-    #: Network interface for discovery (zeroconf); None means loopback only.
+    #: Network interface for discovery (zeroconf); None means loopback only. Without
+    #: ``host``, the node binds its address.
     interface: str | None = None
     #: Interfaces (names such as ``eth0``, or IPv4 addresses) that discovery announces
-    #: and browses on, with ``interface``; none at all means loopback only.
+    #: and browses on, with ``interface``; none at all means loopback only. Without
+    #: ``host``, the node binds the first one's address.
     interfaces: tuple[str, ...] = ()
     #: Gossip (membership and catalog ROUTER) port; 0 picks a free one.
     gossip_port: int = 0
@@ -415,20 +444,67 @@ class Config:
     @property
     def discovery_interfaces(self) -> tuple[str, ...]:
         """Where zeroconf runs: ``interface`` and ``interfaces``, else loopback."""
-        chosen = (*((self.interface,) if self.interface else ()), *self.interfaces)
-        return tuple(dict.fromkeys(chosen)) or ("127.0.0.1",)
+        return self._chosen_interfaces() or ("127.0.0.1",)
+
+    @property
+    def bind_host(self) -> str:
+        """The address the node binds: ``host`` when given (it wins), else the first
+        IPv4 address of the first interface given, else ``127.0.0.1``.
+
+        Looks the interface up on this machine: :class:`ConfigError` when it does not
+        exist or has no IPv4 address. A node reads it once, at start.
+        """
+        if self.host is not None:
+            return self.host
+        chosen = self._chosen_interfaces()
+        if not chosen:
+            return "127.0.0.1"
+        return self._interface_address(chosen[0])
 
     @property
     def advertised_host(self) -> str:
-        """The host part of the addresses this node gives to peers."""
+        """The host part of the addresses this node gives to peers: ``advertise``, else
+        :attr:`bind_host`; for a wildcard host, the first interface's address."""
         if self.advertise:
             return self.advertise
-        if self.host in _WILDCARD_HOSTS:
+        host = self.bind_host
+        if host in _WILDCARD_HOSTS:
+            chosen = self._chosen_interfaces()
+            if chosen:
+                return self._interface_address(chosen[0])
             raise ConfigError(
-                f"host: {self.host!r} binds every interface; set advertise (MESH_ADVERTISE) "
-                "to the address peers should use"
+                f"host: {host!r} binds every interface; set advertise (MESH_ADVERTISE) "
+                "to the address peers should use, or an interface (MESH_INTERFACE)"
             )
-        return self.host
+        return host
+
+    def _chosen_interfaces(self) -> tuple[str, ...]:
+        """``interface`` then ``interfaces``, as given (no loopback fallback)."""
+        chosen = (*((self.interface,) if self.interface else ()), *self.interfaces)
+        return tuple(dict.fromkeys(chosen))
+
+    @staticmethod
+    def _interface_address(item: str) -> str:
+        from ._interfaces import ipv4_addresses
+
+        try:
+            return ipv4_addresses([item])[0]
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}; the node binds the first interface's address unless host "
+                "(MESH_HOST) is given"
+            ) from None
+
+    @staticmethod
+    def default_name(program: str | None = None) -> str:
+        """``<host>-<program>-<pid>``: this machine's host name (its first label), the
+        program (``python -m nodes.calc`` -> ``calc``, a script's or command's file name
+        without suffix, else ``python``) and the process id, so no two processes of a
+        LAN share it (nodes in one process do: name them). Characters other than letters,
+        digits, ``_``, ``.`` and ``-`` become ``-``; at most 63 characters."""
+        host = _name_part(socket.gethostname().split(".")[0]) or "host"
+        program = _name_part(program if program is not None else _program_name()) or "python"
+        return f"{host[:24]}-{program[:24]}-{os.getpid()}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -489,7 +565,7 @@ def _split_tags(raw: str) -> list[tuple[str, str]]:
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _node_name,
     "mesh": _mesh_name,
-    "host": _host,
+    "host": _optional_host,
     "port": _port,
     "pub_port": _port,
     "interface": _optional_interface,

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-import ifaddr
 from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ._aio import within
 from ._errors import ConfigError, ProtocolError, TransportError
+from ._interfaces import ipv4_addresses
 from ._keys import decode_key, z85_decode
 from ._resource import AsyncResource
 
@@ -273,39 +273,7 @@ def _resolve_interfaces(interfaces: Sequence[str]) -> list[str]:
             f"discovery interfaces: expected a non-empty list of interface names or IPv4 "
             f"addresses, got {interfaces!r}"
         )
-    adapters: list[ifaddr.Adapter] | None = None
-    found: list[str] = []
-    for item in interfaces:
-        try:
-            address = ipaddress.ip_address(item)
-        except ValueError:
-            pass
-        else:
-            if address.version != 4:
-                raise ConfigError(
-                    f"discovery interfaces: {item!r} is IPv6; discovery runs on IPv4 only"
-                )
-            found.append(str(address))
-            continue
-        if adapters is None:
-            adapters = list(ifaddr.get_adapters())
-        ips = [
-            ip.ip
-            for adapter in adapters
-            if item in (adapter.name, adapter.nice_name)
-            for ip in adapter.ips
-            if isinstance(ip.ip, str)
-        ]
-        if not ips:
-            known = sorted({a.name for a in adapters})
-            if any(item in (a.name, a.nice_name) for a in adapters):
-                raise ConfigError(f"discovery interfaces: {item!r} has no IPv4 address")
-            raise ConfigError(
-                f"discovery interfaces: no network interface named {item!r} "
-                f"(this machine has: {', '.join(known) or 'none'})"
-            )
-        found.extend(ips)
-    return list(dict.fromkeys(found))
+    return ipv4_addresses(interfaces, "discovery interfaces")
 
 
 def _host_of(address: str) -> str:

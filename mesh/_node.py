@@ -191,6 +191,9 @@ class Node(AsyncResource):
         self._pub: Pump | None = None
         self._port = 0
         self._pub_port = 0
+        # The bound and the advertised host, looked up once at start (Config.bind_host).
+        self._host = ""
+        self._advertised = ""
         self._started_at = 0.0
         self._accepting = False
         self._closing = False  # refusing new work, finishing what runs
@@ -270,7 +273,7 @@ class Node(AsyncResource):
         """``tcp://host:port`` of the RPC socket (after start); with per-node keys
         ``tcp://host:port#KEY``, the form callers need."""
         self._require_started()
-        address = f"tcp://{self.config.advertised_host}:{self._port}"
+        address = f"tcp://{self._advertised}:{self._port}"
         if self._security is not None and self._security.needs_peer_key:
             address += "#" + encode_key(self._security.server_key)
         return address
@@ -289,7 +292,7 @@ class Node(AsyncResource):
         self._require_started()
         if not self._gossip_port:
             return ""
-        address = f"tcp://{self.config.advertised_host}:{self._gossip_port}"
+        address = f"tcp://{self._advertised}:{self._gossip_port}"
         if self._security is not None and self._security.needs_peer_key:
             address += "#" + encode_key(self._security.server_key)
         return address
@@ -298,7 +301,7 @@ class Node(AsyncResource):
     def pub_address(self) -> str:
         """``tcp://host:port`` of the event socket (after start)."""
         self._require_started()
-        return f"tcp://{self.config.advertised_host}:{self._pub_port}"
+        return f"tcp://{self._advertised}:{self._pub_port}"
 
     @property
     def peers(self) -> Mapping[str, PeerInfo]:
@@ -350,18 +353,18 @@ class Node(AsyncResource):
         """Bind the sockets and start serving."""
         if self._transport is not None:
             raise MeshError("node already started")
-        self.config.advertised_host  # noqa: B018  (fail early on a wildcard host)
+        # Fail early on a wildcard host without advertise, or an unknown interface.
+        self._host = self.config.bind_host
+        self._advertised = self.config.advertised_host
         self._transport = Transport(self.config.limits, self._security)
         try:
             self._router, self._port = self._transport.router(
-                self.config.host,
+                self._host,
                 self.config.port,
                 self._on_router_frames,
                 on_event=self._on_router_event,
             )
-            self._pub, self._pub_port = self._transport.publisher(
-                self.config.host, self.config.pub_port
-            )
+            self._pub, self._pub_port = self._transport.publisher(self._host, self.config.pub_port)
         except BaseException:
             await self._transport.aclose()
             self._transport = None
@@ -401,7 +404,7 @@ class Node(AsyncResource):
             # How long a message may wait for a new connection to come up (then dropped).
             send_timeout=max(0.5, self.config.timings.membership.probe_interval),
         )
-        self._gossip_port = gossiper.bind(self.config.host, self.config.gossip_port)
+        self._gossip_port = gossiper.bind(self._host, self.config.gossip_port)
         self._gossiper = gossiper
         now = asyncio.get_running_loop().time()
         settings = self.config.timings.membership

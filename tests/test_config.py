@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from pathlib import Path
 
 import pytest
 
-from mesh import ENV_VARS, PROFILES, Config, ConfigError, Limits, Timings
+from mesh import ENV_VARS, PROFILES, Config, ConfigError, Limits, MeshError, Node, Timings
 
 
 def test_defaults_are_safe_and_complete() -> None:
     config = Config()
-    assert (config.host, config.port, config.pub_port) == ("127.0.0.1", 0, 0)
+    assert (config.host, config.port, config.pub_port) == (None, 0, 0)
+    assert config.bind_host == config.advertised_host == "127.0.0.1"
     assert config.profile == "lan"
     assert config.timings == PROFILES["lan"]
     assert config.seeds == ()
@@ -150,6 +154,55 @@ def test_discovery_runs_on_the_chosen_interfaces_else_loopback() -> None:
         Config.from_env({"MESH_DISCOVERY": "maybe"})
     with pytest.raises(ConfigError, match="interfaces: expected a list"):
         Config(interfaces="eth0")  # type: ignore[arg-type]
+
+
+def test_an_interface_alone_gives_the_address_to_bind_and_announce() -> None:
+    # (a real interface other than loopback: tests/test_lan_readme.py, in a namespace)
+    for config in (
+        Config(interfaces=("lo",)),
+        Config(interface="lo", interfaces=("nosuch0",)),  # the first one counts
+        Config.from_env({"MESH_INTERFACE": "lo"}),
+        Config(interfaces=("127.0.0.1", "lo")),  # an IPv4 address stands for itself
+        Config(host="0.0.0.0", interfaces=("lo",)),  # a wildcard announces the interface
+    ):
+        assert config.advertised_host == "127.0.0.1", config
+    assert Config(interfaces=("lo",)).bind_host == "127.0.0.1"
+    assert Config(host="0.0.0.0", interfaces=("lo",)).bind_host == "0.0.0.0"
+    # an explicit host wins, whatever the interface
+    explicit = Config.from_env({"MESH_HOST": "localhost", "MESH_INTERFACE": "nosuch0"})
+    assert explicit.bind_host == explicit.advertised_host == "localhost"
+
+
+def test_an_interface_that_does_not_exist_is_a_clear_error() -> None:
+    config = Config.from_env({"MESH_INTERFACE": "nosuch0", "MESH_DISCOVERY": "off"})
+    for attribute in ("bind_host", "advertised_host"):
+        with pytest.raises(ConfigError) as caught:
+            getattr(config, attribute)
+        message = str(caught.value)
+        assert "no network interface named 'nosuch0'" in message, message
+        assert re.search(r"this machine has: .*\blo\b", message), message
+        assert "MESH_HOST" in message, message
+    with pytest.raises(ConfigError, match="is IPv6"):
+        _ = Config(interfaces=("::1",)).bind_host
+
+
+async def test_a_node_on_an_interface_that_does_not_exist_does_not_start() -> None:
+    node = Node(Config(interfaces=("nosuch0",), discovery=False, profile="test"))
+    with pytest.raises(ConfigError, match="no network interface named 'nosuch0'"):
+        await node.start()
+    with pytest.raises(MeshError, match="not started"):
+        _ = node.address
+
+
+def test_default_names_say_host_program_and_process() -> None:
+    host = socket.gethostname().split(".")[0]
+    name = Config().name
+    assert re.fullmatch(rf"{re.escape(host[:24])}-[A-Za-z0-9_.-]+-{os.getpid()}", name), name
+    assert Config.default_name("calc") == f"{host[:24]}-calc-{os.getpid()}"
+    assert Config.default_name("my prog/x") == f"{host[:24]}-my-prog-x-{os.getpid()}"
+    assert Config.default_name("") == f"{host[:24]}-python-{os.getpid()}"
+    assert len(Config.default_name("p" * 100)) <= 63
+    assert Config.from_env({"MESH_NODE_NAME": "worker-1"}).name == "worker-1"
 
 
 def test_from_env_ignores_unset_and_empty_and_applies_overrides() -> None:

@@ -8,7 +8,9 @@ SIGTERM, and they must exit 0 (``tests.programs.node_program`` SIGKILLs what is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -162,3 +164,16 @@ async def test_kv_in_process_without_a_node() -> None:
     quiet = KV()
     await quiet.set("b", 2)
     assert await quiet.keys() == ["b"]
+
+
+def test_four_nodes_from_one_line_have_names_of_their_own() -> None:
+    """The same command four times (no MESH_NODE_NAME): four names, host-program-pid."""
+    env = node_env(MESH_NAME=f"names-{secrets.token_hex(4)}", MESH_HOST="127.0.0.1")
+    host = socket.gethostname().split(".")[0][:24]
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(node_program("nodes.plain", env)) for _ in range(4)]
+        names = [read_line(proc)["name"] for proc in procs]
+        print("default names:", names)
+        assert names == [f"{host}-plain-{proc.pid}" for proc in procs]
+        assert len(set(names)) == 4
+        assert [stop(proc) for proc in procs] == [0] * 4
