@@ -192,9 +192,10 @@ class Host:
         return proc
 
     def run(
-        self, argv: Sequence[str], timeout: float = 10.0, *, check: bool = False
+        self, argv: Sequence[str], timeout: float = 10.0, *, check: bool = False, **run_kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` to completion in this host, capturing text output."""
+        """Run ``argv`` to completion in this host, capturing text output (``run_kwargs``
+        such as ``cwd`` or ``env`` go to :func:`subprocess.run`)."""
         self._lan._check_open()
         return subprocess.run(
             self.command(argv),
@@ -203,6 +204,7 @@ class Host:
             timeout=timeout,
             check=check,
             stdin=subprocess.DEVNULL,
+            **run_kwargs,
         )
 
     def cut(self) -> None:
