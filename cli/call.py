@@ -38,11 +38,41 @@ REFRESH_AFTER = 5.0
 READ_AHEAD = 64
 
 
+class TooDeep(ValueError):
+    """JSON that nests deeper than a message may (``Limits.max_depth``)."""
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, refusing with :class:`TooDeep` what nests deeper than a message
+    may: the codec would refuse it, and past ~1,000 levels the parser itself fails."""
+    import mesh
+
+    max_depth = mesh.Limits().max_depth
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise TooDeep(f"nests deeper than {max_depth} levels") from None
+    todo = [(value, 1)]  # the value goes inside the message's args: one level more
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, list | dict):
+            if depth >= max_depth:
+                raise TooDeep(f"nests deeper than {max_depth} levels")
+            todo.extend((child, depth + 1) for child in _children(item))
+    return value
+
+
+def _children(item: list[Any] | dict[str, Any]) -> list[Any]:
+    return list(item.values()) if isinstance(item, dict) else item
+
+
 def parse_value(text: str) -> Any:
     """A JSON value (``1``, ``2.5``, ``true``, ``null``, ``"x"``, ``[1, 2]``), else the
-    text itself as a string."""
+    text itself as a string; a usage error for JSON that nests too deep."""
     try:
-        return json.loads(text)
+        return load_json(text)
+    except TooDeep as exc:
+        raise click.UsageError(f"argument {text[:20]!r}...: {exc}") from None
     except ValueError:
         return text
 
@@ -58,7 +88,9 @@ def parse_keyword(text: str) -> tuple[str, Any]:
 def parse_args_json(text: str) -> list[Any]:
     """``--args-json``: a JSON array; raises ValueError saying what is wrong."""
     try:
-        values = json.loads(text)
+        values = load_json(text)
+    except TooDeep:
+        raise
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
     if not isinstance(values, list):
@@ -199,7 +231,9 @@ def parse_request(text: str) -> tuple[str, list[Any], dict[str, Any], str | None
     """One line of ``meshctl call -`` -> ``(target, args, kwargs, node)``; raises
     ValueError saying what is wrong with it."""
     try:
-        request = json.loads(text)
+        request = load_json(text)
+    except TooDeep:
+        raise
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
     if not isinstance(request, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,12 @@ def enqueue(
         try:
             schedule = [float(t) for t in retries.split(",") if t.strip()]
         except ValueError:
-            fail(f"--retries: expected seconds separated by commas, got {retries!r}", USAGE)
+            schedule = None
+        if schedule is None or not all(0 <= t < math.inf for t in schedule):
+            fail(
+                f"--retries: expected seconds (0 or more) separated by commas, got {retries!r}",
+                USAGE,
+            )
 
     async def work(given: Settings, config: mesh.Config) -> str:
         import mesh

@@ -50,4 +50,7 @@ def keygen(secret_file: Path | None, keys_dir: Path | None, force: bool, as_json
             )
     except mesh.MeshError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # a directory that is missing or not writable, a full disk
+        where = exc.filename or secret_file or keys_dir
+        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from None
     click.echo(json.dumps(result) if as_json else text)

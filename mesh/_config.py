@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._errors import ConfigError
+from ._keys import decode_key
 
 __all__ = [
     "ENV_VARS",
@@ -122,6 +123,11 @@ def _seeds(label: str, value: object) -> tuple[str, ...]:
             raise ConfigError(f"{label}: {seed!r} is not of the form tcp://host:port[#PUBLICKEY]")
         if not 1 <= int(m["port"]) <= 65535:
             raise ConfigError(f"{label}: {seed!r} needs a port number 1..65535")
+        if m["key"] is not None:
+            try:
+                decode_key(m["key"])
+            except ValueError as exc:
+                raise ConfigError(f"{label}: {seed!r}: {exc}") from None
     return tuple(value)
 
 

@@ -232,3 +232,47 @@ def test_enqueue_refuses_node_a_usage_error_before_connecting() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "--node is not supported" in result.stderr
+
+
+#: Nested 5,000 deep: json.loads fails with RecursionError; 70 deep: past Limits.max_depth.
+DEEP = "[" * 5000 + "]" * 5000
+DEEPISH = '{"a": ' * 70 + "1" + "}" * 70
+NOWHERE = ["--seed", "tcp://127.0.0.1:9", "--no-discovery"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["call", "calc.add", DEEP, *NOWHERE], 2, "nests deeper than 64 levels"),
+        (["call", "calc.add", DEEPISH, *NOWHERE], 2, "nests deeper than 64 levels"),
+        (["call", "calc.add", "--args-json", DEEP, *NOWHERE], 2, "--args-json: nests deeper"),
+        (["call", "calc.add", "--kw", f"a={DEEP}", *NOWHERE], 2, "nests deeper"),
+        (["publish", "a.b", DEEP, *NOWHERE], 2, "nests deeper than 64 levels"),
+        (["enqueue", "calc.add", "1", "--retries", "-1", *NOWHERE], 2, "--retries: expected"),
+        (["enqueue", "calc.add", "1", "--retries", "1,inf", *NOWHERE], 2, "--retries: expected"),
+        (["enqueue", "calc.add", "1", "--retries", "abc", *NOWHERE], 2, "--retries: expected"),
+        (["nodes", "--seed", "tcp://127.0.0.1:9#zzz"], 2, "not a CURVE public key"),
+        (["keygen", "--secret-file", "/proc/x/y"], 1, "cannot write /proc/x"),
+        (["keygen", "--keys-dir", "/proc/x/y"], 1, "cannot write /proc/x"),
+    ],
+    ids=lambda v: v if isinstance(v, int) else None,
+)
+def test_bad_input_is_one_line_and_the_documented_exit_code_at_once(
+    args: list[str], code: int, says: str
+) -> None:
+    """docs/cli.md, "Exit codes": 2 for bad usage, 1 for a failure; one ``error:`` line
+    on stderr, no traceback, and no waiting for a mesh that the input never reaches (a
+    seed with a malformed key took 5.3 s and exited 5)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    started = time.monotonic()
+    result = subprocess.run(
+        [MESHCTL, *args], capture_output=True, text=True, timeout=30, env=env, check=False
+    )
+    took = time.monotonic() - started
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines
+    assert says in lines[0], lines
+    assert result.stdout == ""
+    assert took < 4, f"{took:.1f} s"  # at once: no connecting, no 5 s wait

@@ -11,6 +11,9 @@ import pytest
 
 from mesh import ENV_VARS, PROFILES, Config, ConfigError, Limits, MeshError, Node, Timings
 
+#: A CURVE public key as addresses carry it (64 hex characters).
+KEY = "ab" * 32
+
 
 def test_defaults_are_safe_and_complete() -> None:
     config = Config()
@@ -52,6 +55,8 @@ def test_profiles_order_their_timings() -> None:
         ("seeds", ("a:1",), r"seeds: 'a:1' is not of the form"),
         ("seeds", ("tcp://a:99999",), "seeds: .* needs a port number"),
         ("seeds", ("tcp://a:0",), "seeds: .* needs a port number"),
+        ("seeds", ("tcp://a:1#zzz",), "seeds: 'tcp://a:1#zzz': not a CURVE public key"),
+        ("seeds", (f"tcp://a:1#{KEY[:-1]}g",), "seeds: .*: not a CURVE public key"),
         ("interface", "eth 0", "interface: expected a network interface"),
         ("timings", "fast", "timings: expected a Timings"),
     ],
@@ -87,7 +92,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_GOSSIP_PORT": "7002",
         "MESH_DISCOVERY": "off",
         "MESH_ADVERTISE": "worker-1.lan",
-        "MESH_SEEDS": "tcp://10.0.0.1:7000, tcp://10.0.0.2:7000#KEY",
+        "MESH_SEEDS": f"tcp://10.0.0.1:7000, tcp://10.0.0.2:7000#{KEY}",
         "MESH_PROFILE": "local",
         "MESH_WORKERS": "4",
         "MESH_SECRET_FILE": str(tmp_path / "secret"),
@@ -112,7 +117,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         gossip_port=7002,
         discovery=False,
         advertise="worker-1.lan",
-        seeds=("tcp://10.0.0.1:7000", "tcp://10.0.0.2:7000#KEY"),
+        seeds=("tcp://10.0.0.1:7000", f"tcp://10.0.0.2:7000#{KEY}"),
         profile="local",
         workers=4,
         secret_file=tmp_path / "secret",
