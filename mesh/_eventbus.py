@@ -334,8 +334,14 @@ class EventBus:
         """Topics this node has published (what its catalog record lists)."""
         return list(self._sequencer.topics())
 
-    def history(self, prefix: str, limit: int, after: Mapping[str, int]) -> list[Event]:
-        return self._sequencer.history(prefix, limit, after)
+    def history(
+        self,
+        prefix: str,
+        limit: int,
+        after: Mapping[str, int],
+        before: Mapping[str, int] | None = None,
+    ) -> list[Event]:
+        return self._sequencer.history(prefix, limit, after, before)
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -646,22 +652,32 @@ class EventBus:
     async def fill_gap(self, publisher: str, topic: str, last: int, seq: int) -> list[Event]:
         """Events ``last+1 .. seq-1`` of ``topic`` from ``publisher``'s ring (what it still
         keeps of them), for a replaying subscription."""
+        # ``before``: the latest events after ``last`` would be the newest of the ring, not
+        # the gap's first ones (a publisher that went on answered none of the gap)
         if publisher == self.node_id:
-            kept = self.history(topic, seq - last - 1, {topic: last})
+            kept = self.history(topic, seq - last - 1, {topic: last}, {topic: seq})
         else:
             info = next((m for m in self._host.live_members() if m.id == publisher), None)
             if info is None:
                 return []
             try:
-                kept = await self._fetch(info, topic, seq - last - 1, {topic: last})
+                kept = await self._fetch(info, topic, seq - last - 1, {topic: last}, {topic: seq})
             except MeshError:
                 return []
         return [e for e in kept if e.topic == topic and last < e.seq < seq]
 
     async def _fetch(
-        self, info: MemberInfo, prefix: str, limit: int, after: dict[str, int]
+        self,
+        info: MemberInfo,
+        prefix: str,
+        limit: int,
+        after: dict[str, int],
+        before: dict[str, int] | None = None,
     ) -> list[Event]:
-        wire = await self._host.call_member(info, "$mesh.history", [prefix, limit, after], 5.0)
+        args: list[Any] = (
+            [prefix, limit, after] if before is None else [prefix, limit, after, before]
+        )
+        wire = await self._host.call_member(info, "$mesh.history", args, 5.0)
         return [event_from_wire(item) for item in wire]
 
     # -- statistics and shutdown ------------------------------------------------------------

@@ -153,15 +153,23 @@ class Sequencer:
         """Topics published so far, oldest first."""
         return iter(self._topics)
 
-    def history(self, prefix: str, limit: int, after: Mapping[str, int]) -> list[Event]:
+    def history(
+        self,
+        prefix: str,
+        limit: int,
+        after: Mapping[str, int],
+        before: Mapping[str, int] | None = None,
+    ) -> list[Event]:
         """Up to ``limit`` of the latest kept events of each topic under ``prefix``, only
-        those numbered above ``after[topic]`` where given; each topic in order."""
+        those numbered above ``after[topic]`` and below ``before[topic]`` where given;
+        each topic in order."""
         found: list[Event] = []
         for topic, state in self._topics.items():
             if not topic.startswith(prefix) or limit <= 0:
                 continue
             since = after.get(topic, 0)
-            kept = [e for e in state.ring if e.seq > since]
+            until = before.get(topic) if before else None
+            kept = [e for e in state.ring if e.seq > since and (until is None or e.seq < until)]
             found.extend(kept[-limit:])
         return found
 

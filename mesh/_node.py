@@ -1318,12 +1318,15 @@ class Node(AsyncResource):
         return self._events.accept_group_event(group, prefix, event)
 
     def _history(self, args: list[Any]) -> list[Any]:
-        """``$mesh.history(prefix, limit, after)``: kept events, as event arrays."""
-        prefix, limit, after = ([*list(args), None, None, None])[:3]
+        """``$mesh.history(prefix, limit, after[, before])``: kept events, as event arrays."""
+        prefix, limit, after, before = ([*list(args), None, None, None, None])[:4]
         if not isinstance(prefix, str) or type(limit) is not int or not isinstance(after, dict):
             return []
         after = {t: n for t, n in after.items() if isinstance(t, str) and type(n) is int}
-        return [event_to_wire(e) for e in self._events.history(prefix, limit, after)]
+        until = None
+        if isinstance(before, dict):
+            until = {t: n for t, n in before.items() if isinstance(t, str) and type(n) is int}
+        return [event_to_wire(e) for e in self._events.history(prefix, limit, after, until)]
 
     async def _members_later(self, routing_id: bytes, call_id: int, asked: float) -> None:
         """Answer ``$mesh.members(fresh=True)`` once every live member's stats are newer
