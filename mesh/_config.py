@@ -182,6 +182,18 @@ class Limits:
     event_history: int = 100
     #: Events one subscription holds unread; more are dropped (and counted).
     max_subscription_queue: int = 10_000
+    #: Bytes of events a publisher keeps for replay, over all its topics together (each
+    #: event's encoded data + 200, each topic holding events + 2,000): past it the
+    #: oldest events go first. 64 MiB: twice 10,000 topics x 10 events of 128 bytes.
+    event_history_bytes: int = 64 * 1024 * 1024
+    #: Topics whose sequence numbers a publisher keeps; past it the counter of a topic
+    #: with no event kept is forgotten (its next event is numbered above any it had).
+    #: 100,000: five topics for each member of a 10,000-node mesh, twice.
+    event_topics: int = 100_000
+    #: (publisher, topic) pairs whose last sequence number a subscriber keeps (for the
+    #: node, and for each replaying subscription); past it the least recently seen is
+    #: forgotten. 100,000: five topics of every member of a 10,000-node mesh, twice.
+    event_arrivals: int = 100_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, Self
 
+from ._config import Limits
 from ._errors import MeshError, ProtocolError
 from ._events import (
     Arrivals,
@@ -43,6 +44,7 @@ from ._wire import Codec
 __all__ = ["EventBus", "EventStatistics", "Host", "Subscription"]
 
 log = logging.getLogger("mesh.events")
+_LIMITS: Final = Limits()
 
 #: Most events of one topic sent in one PUB message (a batch: one loop turn's worth).
 BATCH_MOST: Final = 256
@@ -99,6 +101,19 @@ class EventStatistics:
     #: PUB messages from followed publishers that were not valid events (or claimed a
     #: reserved ``$mesh.`` topic): dropped and counted.
     protocol_errors: int = 0
+    #: The history kept for replay: bytes held (each event's encoded data + 200, each
+    #: topic keeping events + 2,000; at most ``limits.event_history_bytes``), events
+    #: held, events evicted to stay within that, and topics whose sequence counter was
+    #: forgotten (past ``limits.event_topics``).
+    history_bytes: int = 0
+    history_events: int = 0
+    history_evicted: int = 0
+    topics_forgotten: int = 0
+    #: (publisher, topic) pairs whose last number this node keeps to count gaps (at
+    #: most ``limits.event_arrivals``), and pairs forgotten to stay within that (by the
+    #: node and by its replaying subscriptions).
+    arrivals: int = 0
+    arrivals_evicted: int = 0
 
 
 @dataclass(slots=True)
@@ -139,7 +154,7 @@ class Subscription(AsyncResource):
         # Replay: the events fetched from publishers' rings come first; live ones already
         # delivered by then are skipped, and a gap after them is filled from the ring.
         self._replay: asyncio.Task[list[Event]] | None = None
-        self._seen: Arrivals | None = Arrivals() if history else None
+        self._seen: Arrivals | None = Arrivals(bus.arrivals_most) if history else None
         self._finalizer: weakref.finalize[[int, str], Subscription] | None = None
 
     def _put(self, event: Event) -> bool:
@@ -242,6 +257,9 @@ class EventBus:
         *,
         history: int,
         maxsize: int,
+        history_bytes: int = _LIMITS.event_history_bytes,
+        topics: int = _LIMITS.event_topics,
+        arrivals: int = _LIMITS.event_arrivals,
         rng: random.Random | None = None,
     ) -> None:
         self._host = host
@@ -249,9 +267,11 @@ class EventBus:
         self._codec = codec
         self._pack = codec.pack_event_data
         self._maxsize = maxsize
-        self._sequencer = Sequencer(node_id, history)
+        self._sequencer = Sequencer(node_id, history, history_bytes, topics)
         self._system_sequencer = Sequencer(node_id, 1)
-        self._arrivals = Arrivals()
+        self.arrivals_most = arrivals
+        self._arrivals = Arrivals(arrivals)
+        self._seen_evicted = 0  # by replaying subscriptions closed since
         self._counts = TopicCounts()
         self._rng = rng or random.Random()
         # Subscriptions by kind; weak, so one dropped without aclose() ends by itself.
@@ -296,7 +316,7 @@ class EventBus:
             if len(batch.packed) >= BATCH_MOST or batch.size + size > batch.room:
                 self._send(topic, batch)
                 batch = self._open_batch(topic)
-        event = next_event(batch.state, topic, self.node_id, data, batch.timestamp)
+        event = next_event(batch.state, topic, self.node_id, data, batch.timestamp, size)
         batch.packed.append(packed)
         batch.size += size
         if self._plain_refs:
@@ -311,7 +331,7 @@ class EventBus:
         batch = self._pending[topic] = _Batch(
             state, state.seq + 1, time.time(), self._codec.batch_room(topic, self.node_id)
         )
-        if state.seq == 0:  # a topic never published: the record lists it now
+        if state.seq == state.start:  # a topic not numbered before: the record lists it now
             self._host.events_listing_changed()
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -320,6 +340,8 @@ class EventBus:
 
     def _send(self, topic: str, batch: _Batch) -> None:
         del self._pending[topic]
+        if batch.state.gone:  # forgotten while this batch numbered with it
+            self._sequencer.forgotten_state(batch.state)
         payload = self._codec.encode_event_batch(
             topic, self.node_id, batch.first_seq, batch.timestamp, batch.packed
         )
@@ -404,6 +426,8 @@ class EventBus:
                 if ref() is sub:
                     self._group_gone(key)(ref)
             return
+        if sub._seen is not None:
+            self._seen_evicted += sub._seen.evicted
         if sub._finalizer is not None and (found := sub._finalizer.detach()) is not None:
             self._forget(*found[2])
 
@@ -683,7 +707,11 @@ class EventBus:
     # -- statistics and shutdown ------------------------------------------------------------
 
     def statistics(self) -> EventStatistics:
-        topics = self._counts.snapshot(self._sequencer.count_published())
+        sequencer = self._sequencer
+        topics = self._counts.snapshot(sequencer.count_published())
+        seen = [
+            a for r in self._plain_refs if (s := r()) is not None and (a := s._seen) is not None
+        ]
         return EventStatistics(
             topics=topics,
             published=sum(t.published for t in topics.values()),
@@ -695,6 +723,14 @@ class EventBus:
             group_redelivered=self._group_redelivered,
             group_lost=self._group_lost,
             protocol_errors=self.protocol_errors,
+            history_bytes=sequencer.held_bytes,
+            history_events=sequencer.held,
+            history_evicted=sequencer.evicted,
+            topics_forgotten=sequencer.forgotten,
+            arrivals=len(self._arrivals),
+            arrivals_evicted=self._arrivals.evicted
+            + self._seen_evicted
+            + sum(a.evicted for a in seen),
         )
 
     async def aclose(self) -> None:

@@ -9,16 +9,23 @@ missing events as dropped.
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
+import heapq
+import itertools
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ._catalog import ServiceInfo
+from ._config import Limits
 from ._errors import InvalidTopic
 from ._listing import MemberInfo
 from ._wire import Event
+
+_LIMITS: Final = Limits()
 
 __all__ = [
     "RESERVED_PREFIX",
@@ -107,50 +114,123 @@ class TopicStatistics:
     dropped: int = 0
 
 
-class _Topic:
-    __slots__ = ("ring", "seq")
+#: What one kept event costs beyond its encoded data (its Event tuple, timestamp and
+#: number, and its places in the rings), and what a topic keeping events costs (its two
+#: rings): both counted in the history's bytes, so that tiny events are bounded too.
+EVENT_COST: Final = 200
+TOPIC_COST: Final = 2_000
+#: Forgotten topics leave the last number they had in one of this many buckets (by a
+#: hash of the topic); a topic that starts again is numbered above its bucket's.
+FLOOR_BUCKETS: Final = 65_536
 
-    def __init__(self, history: int) -> None:
-        self.seq = 0  # also the count published
-        self.ring: collections.deque[Event] = collections.deque(maxlen=history)
+
+class _Topic:
+    """One topic of a :class:`Sequencer`: its numbering, and the events it keeps (the
+    ring, each event's counted size beside it; both ``None`` while it keeps none)."""
+
+    __slots__ = ("gen", "gone", "owner", "ring", "seq", "sizes", "start", "topic")
+
+    def __init__(self, owner: Sequencer, topic: str, start: int) -> None:
+        self.owner = owner
+        self.topic = topic
+        self.seq = self.start = start  # start: the number before its first event
+        self.ring: collections.deque[Event] | None = None
+        self.sizes: collections.deque[int] | None = None
+        self.gen = 0  # which entry of the owner's heap stands for this ring
+        self.gone = False  # its counter was forgotten: the owner no longer lists it
 
 
 _new_tuple: Final = tuple.__new__
 
 
-def next_event(state: _Topic, topic: str, publisher: str, data: Any, now: float) -> Event:
-    """Number the next event of a topic whose state is ``state``, and keep it in its ring."""
+def next_event(
+    state: _Topic, topic: str, publisher: str, data: Any, now: float, size: int
+) -> Event:
+    """Number the next event of a topic whose state is ``state`` and keep it in its ring
+    (``size``: its encoded data's, in bytes), within the owner's bounds."""
     state.seq = seq = state.seq + 1
     # tuple.__new__: a third of the cost of Event(...) (its keyword-capable __new__)
     event: Event = _new_tuple(Event, (topic, publisher, seq, now, data))
-    state.ring.append(event)
+    owner = state.owner
+    ring = state.ring
+    sizes = state.sizes
+    size += EVENT_COST
+    if ring is None or sizes is None:
+        ring, sizes = owner._open(state, now)
+        owner.held += 1
+        grown = size
+    elif len(ring) >= owner.per_topic:  # the topic's oldest makes room
+        ring.popleft()
+        grown = size - sizes.popleft()
+    else:
+        owner.held += 1
+        grown = size
+    ring.append(event)
+    sizes.append(size)
+    held = owner.held_bytes = owner.held_bytes + grown
+    if held > owner.max_bytes:
+        owner._trim()
     return event
 
 
 class Sequencer:
     """A publisher's side: numbers each topic's events and keeps the last ``history`` of
-    each for late subscribers (``subscribe(..., history=N)``)."""
+    each for late subscribers (``subscribe(..., history=N)``), at most ``max_bytes``
+    over all topics together (the oldest go first: by publish time, over all topics),
+    and the numbering of at most ``max_topics`` topics.
 
-    def __init__(self, node_id: str, history: int) -> None:
+    A topic's number never goes back: when its events are all gone it keeps its
+    counter; past ``max_topics`` the counter of a topic keeping no event is forgotten,
+    leaving its last number as a floor in a bucket (by a hash of the topic), and the
+    topic, published again, is numbered above that floor. A subscriber that knew it sees
+    a jump (counted as dropped when the bucket held a larger number of another topic),
+    never a repeat.
+
+    Which topic holds the oldest event: a heap of (its oldest event's timestamp, entry
+    number, topic), one entry per topic keeping events, put right lazily (an entry
+    whose topic's oldest went already is fixed when it comes to the top).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        history: int,
+        max_bytes: int = _LIMITS.event_history_bytes,
+        max_topics: int = _LIMITS.event_topics,
+    ) -> None:
         self.node_id = node_id
-        self._history = history
+        self.per_topic = history
+        self.max_bytes = max_bytes
+        self._max_topics = max_topics
         self._topics: dict[str, _Topic] = {}
+        self._heap: list[tuple[float, int, _Topic]] = []
+        self._gens = itertools.count(1)
+        self.held = 0  # events kept
+        self.held_bytes = 0
+        self.evicted = 0  # events pushed out by max_bytes (or with a forgotten topic)
+        self.forgotten = 0  # topic counters forgotten
+        self._forgotten_published = 0  # what those topics had published
+        # Topics whose ring was emptied by max_bytes, earliest first (checked at use).
+        self._idle: dict[str, None] = {}
+        self._floors: array.array[int] | None = None
 
     def state(self, topic: str) -> _Topic:
-        """The numbering and ring of ``topic`` (new at 0 for a topic not yet published):
-        the runtime keeps it at hand while it batches the topic, and calls
-        :func:`next_event` on it."""
+        """The numbering and ring of ``topic`` (new, at its floor, for a topic not
+        numbered now): the runtime keeps it at hand while it batches the topic, and
+        calls :func:`next_event` on it."""
         state = self._topics.get(topic)
         if state is None:
-            state = self._topics[topic] = _Topic(self._history)
+            if len(self._topics) >= self._max_topics:
+                self._forget_one()
+            state = self._topics[topic] = _Topic(self, topic, self.floor(topic))
         return state
 
-    def next(self, topic: str, data: Any, now: float) -> Event:
+    def next(self, topic: str, data: Any, now: float, size: int = 0) -> Event:
         """The next event of ``topic``, numbered and kept in its ring."""
-        return next_event(self.state(topic), topic, self.node_id, data, now)
+        return next_event(self.state(topic), topic, self.node_id, data, now, size)
 
     def topics(self) -> Iterator[str]:
-        """Topics published so far, oldest first."""
+        """Topics numbered now, oldest first."""
         return iter(self._topics)
 
     def history(
@@ -164,35 +244,167 @@ class Sequencer:
         those numbered above ``after[topic]`` and below ``before[topic]`` where given;
         each topic in order."""
         found: list[Event] = []
+        if limit <= 0:
+            return found
         for topic, state in self._topics.items():
-            if not topic.startswith(prefix) or limit <= 0:
+            ring = state.ring
+            if ring is None or not topic.startswith(prefix):
                 continue
             since = after.get(topic, 0)
             until = before.get(topic) if before else None
-            kept = [e for e in state.ring if e.seq > since and (until is None or e.seq < until)]
+            kept = [e for e in ring if e.seq > since and (until is None or e.seq < until)]
             found.extend(kept[-limit:])
         return found
 
     def count_published(self) -> Mapping[str, int]:
-        return {topic: state.seq for topic, state in self._topics.items()}
+        """Events published per topic; those of forgotten topics under ``*``."""
+        counts = {topic: state.seq - state.start for topic, state in self._topics.items()}
+        if self._forgotten_published:
+            other = TopicCounts.OTHER
+            counts[other] = counts.get(other, 0) + self._forgotten_published
+        return counts
+
+    def floor(self, topic: str) -> int:
+        """The number a topic starts after (0 unless a forgotten topic left one)."""
+        floors = self._floors
+        return 0 if floors is None else floors[_bucket(topic)]
+
+    def forgotten_state(self, state: _Topic) -> None:
+        """``state``, forgotten while the runtime still numbered events with it, is done:
+        its last number joins its bucket's floor."""
+        self._raise_floor(state)
+
+    # -- bounds ------------------------------------------------------------------------------
+
+    def _open(
+        self, state: _Topic, now: float
+    ) -> tuple[collections.deque[Event], collections.deque[int]]:
+        ring = state.ring = collections.deque()
+        sizes = state.sizes = collections.deque()
+        state.gen = gen = next(self._gens)
+        heapq.heappush(self._heap, (now, gen, state))
+        self.held_bytes += TOPIC_COST
+        return ring, sizes
+
+    def _release(self, state: _Topic) -> None:
+        """``state`` keeps no event now: its rings go (its heap entry is spent)."""
+        state.ring = state.sizes = None
+        state.gen = 0
+        self.held_bytes -= TOPIC_COST
+        if not state.gone:
+            self._idle[state.topic] = None
+
+    def _evict_oldest(self) -> bool:
+        """The oldest kept event goes; False if none is kept."""
+        heap = self._heap
+        while heap:
+            when, gen, state = heap[0]
+            ring, sizes = state.ring, state.sizes
+            if ring is None or sizes is None or state.gen != gen:
+                heapq.heappop(heap)  # a spent entry
+                continue
+            oldest = ring[0].timestamp
+            if oldest != when:  # the topic's oldest went by its own ring's bound
+                heapq.heapreplace(heap, (oldest, gen, state))
+                continue
+            ring.popleft()
+            self.held_bytes -= sizes.popleft()
+            self.held -= 1
+            self.evicted += 1
+            if ring:
+                heapq.heapreplace(heap, (ring[0].timestamp, gen, state))
+            else:
+                heapq.heappop(heap)
+                self._release(state)
+            return True
+        return False
+
+    def _trim(self) -> None:
+        """Evict the oldest events until the bytes held are within ``max_bytes``."""
+        while self.held_bytes > self.max_bytes and self._evict_oldest():
+            pass
+
+    def _forget_one(self) -> None:
+        """Forget one topic's counter: one keeping no event, the earliest emptied; if
+        none, the oldest events go until a topic keeps none."""
+        while True:
+            while self._idle:
+                topic = next(iter(self._idle))
+                del self._idle[topic]
+                state = self._topics.get(topic)
+                if state is not None and state.ring is None:
+                    self._forget(state)
+                    return
+            if not self._evict_oldest():
+                break
+        # Not reached while every topic keeps events or is listed idle; just in case.
+        state = next(iter(self._topics.values()))
+        ring, sizes = state.ring, state.sizes
+        if ring is not None and sizes is not None:
+            self.held -= len(ring)
+            self.evicted += len(ring)
+            self.held_bytes -= sum(sizes)
+            self._release(state)
+        self._forget(state)
+
+    def _forget(self, state: _Topic) -> None:
+        del self._topics[state.topic]
+        self._idle.pop(state.topic, None)
+        state.gone = True
+        self.forgotten += 1
+        self._forgotten_published += state.seq - state.start
+        self._raise_floor(state)
+
+    def _raise_floor(self, state: _Topic) -> None:
+        if self._floors is None:
+            self._floors = array.array("q", bytes(8 * FLOOR_BUCKETS))
+        bucket = _bucket(state.topic)
+        if state.seq > self._floors[bucket]:
+            self._floors[bucket] = state.seq
+
+
+def _bucket(topic: str) -> int:
+    return zlib.crc32(topic.encode()) % FLOOR_BUCKETS
 
 
 class Arrivals:
     """A subscriber's side: the last number seen per (publisher, topic), to count gaps
-    and refuse repeats."""
+    and refuse repeats; at most ``most`` pairs, the least recently seen forgotten first.
 
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], int] = {}
+    A forgotten pair costs at most what a pair never seen does: its next event counts
+    no gap (one that happened meanwhile goes uncounted, and a replaying subscription
+    does not fill it), and an event seen already before is taken again (a repeat, for a
+    replaying subscription that gets it from a ring and live).
+    """
+
+    def __init__(self, most: int = _LIMITS.event_arrivals) -> None:
+        self._last: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._most = most
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def _first(self, key: tuple[str, str], seq: int) -> None:
+        last = self._last
+        if len(last) >= self._most:
+            last.popitem(last=False)
+            self.evicted += 1
+        last[key] = seq
 
     def check(self, publisher: str, topic: str, seq: int) -> int:
         """How many events of this publisher and topic were missed before ``seq`` (0 if
         none or it is the first seen), or -1 if ``seq`` was seen already (a repeat)."""
         key = (publisher, topic)
         last = self._last.get(key)
-        if last is not None and seq <= last:
+        if last is None:
+            self._first(key, seq)
+            return 0
+        self._last.move_to_end(key)
+        if seq <= last:
             return -1
         self._last[key] = seq
-        return 0 if last is None else seq - last - 1
+        return seq - last - 1
 
     def check_run(self, publisher: str, topic: str, first: int, count: int) -> tuple[int, int]:
         """For events ``first .. first + count - 1`` of this publisher and topic: how many
@@ -201,8 +413,9 @@ class Arrivals:
         last = self._last.get(key)
         end = first + count - 1
         if last is None:
-            self._last[key] = end
+            self._first(key, end)
             return 0, 0
+        self._last.move_to_end(key)
         if end <= last:
             return count, 0
         self._last[key] = end

@@ -244,6 +244,9 @@ class Node(AsyncResource):
             self._codec,
             history=self.config.limits.event_history,
             maxsize=self.config.limits.max_subscription_queue,
+            history_bytes=self.config.limits.event_history_bytes,
+            topics=self.config.limits.event_topics,
+            arrivals=self.config.limits.event_arrivals,
         )
         self._republish_scheduled = False
         # Subscriptions of services' @on_event handlers, by service name.

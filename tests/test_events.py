@@ -21,6 +21,7 @@ import pytest
 from mesh import (
     Event,
     InvalidTopic,
+    Limits,
     MeshError,
     Node,
     Subscription,
@@ -534,6 +535,213 @@ async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keep
             assert stats is not None
             assert stats.protocol_errors == len(bad)
             assert await node.publish("ok.topic", 1)  # and the node keeps working
+        finally:
+            rogue.close(linger=0)
+            context.term()
+
+
+# -- bounds: history bytes, topic counters, arrivals (issue 20, item 10) -------------------------
+
+MiB = 1024 * 1024
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_history_is_bounded_in_bytes_over_all_topics_the_oldest_going_first() -> None:
+    from mesh._events import EVENT_COST, TOPIC_COST
+
+    bound = 1 * MiB
+    seq = Sequencer("me", history=100, max_bytes=bound)
+    for i in range(64):  # 64 topics of 10 events of 16 KiB: 10 MiB published
+        for j in range(10):
+            seq.next(f"big.{i}", j, float(i * 10 + j), size=16 * 1024)
+        assert seq.held_bytes <= bound
+    kept = seq.history("big.", 100, {})
+    topics = sorted({e.topic for e in kept}, key=lambda t: int(t.split(".")[1]))
+    # the globally oldest went first: what is left is the newest, as one run of topics
+    assert topics == [f"big.{i}" for i in range(64 - len(topics), 64)]
+    assert [e.data for e in kept if e.topic == "big.63"] == list(range(10))
+    assert seq.held == len(kept)
+    assert seq.evicted == 640 - len(kept)
+    assert seq.held_bytes == len(kept) * (16 * 1024 + EVENT_COST) + len(topics) * TOPIC_COST
+    print(f"{seq.held_bytes:,} bytes held ({len(kept)} events, {len(topics)} topics) of 10 MiB")
+    # tiny events are bounded too (each counts EVENT_COST beside its data)
+    tiny = Sequencer("me", history=100, max_bytes=bound)
+    for i in range(100_000):
+        tiny.next(f"t.{i % 5_000}", None, float(i), size=1)
+    assert tiny.held_bytes <= bound
+    assert tiny.held <= bound // (1 + EVENT_COST)
+
+
+def test_a_topic_keeps_its_numbers_when_its_events_and_its_counter_are_forgotten() -> None:
+    seq = Sequencer("me", history=100, max_bytes=64 * 1024, max_topics=100)
+    seen = Arrivals()
+    for _ in range(50):
+        assert seen.check("me", "quiet", seq.next("quiet", "q", 0.0, size=100).seq) == 0
+    for i in range(100):  # newer events push every event of "quiet" out
+        seq.next("busy", i, 1.0, size=8 * 1024)
+    assert seq.history("quiet", 100, {}) == []
+    assert seq.next("quiet", "again", 2.0).seq == 51  # the counter stayed
+    assert seen.check("me", "quiet", 51) == 0  # not a repeat, no gap
+    for i in range(100):  # push it out again, then 1,000 topics: its counter goes too
+        seq.next("busy", i, 3.0, size=8 * 1024)
+    for i in range(1_000):
+        seq.next(f"other.{i}", i, 4.0)
+    assert "quiet" not in set(seq.topics())
+    assert seq.forgotten >= 900
+    assert len(list(seq.topics())) <= 100
+    event = seq.next("quiet", "back", 5.0)
+    assert event.seq > 51  # resumed above every number it had: never taken as a repeat
+    assert seen.check("me", "quiet", event.seq) >= 0
+    assert seq.count_published()["*"] >= 900  # forgotten topics' counts are kept apart
+    print(f"forgotten {seq.forgotten} counters; 'quiet' resumed at {event.seq}")
+
+
+def test_a_subscribers_arrivals_are_bounded_the_least_recently_seen_forgotten_first() -> None:
+    arrivals = Arrivals(most=1_000)
+    arrivals.check("friend", "news", 1)
+    for i in range(100_000):
+        arrivals.check_run("rogue", f"spam.{i}", 1, 1)
+        if i % 500 == 0:
+            assert arrivals.check("friend", "news", 2 + i // 500) == 0  # seen lately: kept
+    assert len(arrivals) == 1_000
+    assert arrivals.evicted == 100_001 - 1_000
+    assert arrivals.last("friend", "news") == 2 + 99_999 // 500
+    assert arrivals.last("rogue", "spam.0") is None  # forgotten: it starts afresh
+    assert arrivals.check("rogue", "spam.0", 1) == 0
+
+
+async def test_many_topics_of_large_events_keep_the_history_within_its_bound() -> None:
+    # The issue's case: a careless caller publishes through a node ($mesh.publish) 16
+    # topics of 256 KiB events (400 MiB; +459 MB of RSS before the bound).
+    from mesh import Client
+
+    bound = 64 * MiB  # the default limits.event_history_bytes
+    async with mesh_of(1) as (node,):
+        before = rss_bytes()
+        async with Client(
+            mesh=node.mesh, profile="test", discovery=False, seeds=(node.address,)
+        ) as client:
+            blob = os.urandom(256 * 1024)
+            for i in range(16):
+                for _ in range(100):
+                    await client.publish(f"blob.{i}", blob)
+        grown = rss_bytes() - before
+        assert grown < 3 * bound, f"RSS +{grown / MiB:.0f} MiB"  # loosely
+        stats = node.statistics().events
+        assert stats is not None
+        assert node.config.limits.event_history_bytes == bound
+        assert stats.history_bytes <= bound
+        assert stats.history_evicted >= 16 * 100 - bound // (256 * 1024)
+        print(
+            f"history {stats.history_bytes / MiB:.1f} MiB in {stats.history_events} events "
+            f"(bound {bound / MiB:.0f} MiB), {stats.history_evicted} evicted; "
+            f"RSS +{grown / MiB:.0f} MiB after 400 MiB published"
+        )
+
+
+async def test_replay_still_gives_recent_topics_and_numbers_go_on_after_evictions() -> None:
+    limits = Limits(event_history_bytes=2 * MiB, event_topics=50)
+    async with mesh_of(2, limits=limits) as (a, b):
+        live = b.subscribe("news.")
+        await following(b, 1)
+        first = await publish_until_received(a, live, "news.old")
+        for i in range(4):
+            await a.publish("news.old", i)
+        assert [e.data for e in await take(live, 4)] == [0, 1, 2, 3]
+        # 100 topics of 64 KiB events: 6.4 MiB, so "news.old" loses its events (then its
+        # counter: 50 topics at most) while the last topics stay replayable
+        blob = os.urandom(64 * 1024)
+        for i in range(100):
+            for _ in range(2):
+                await a.publish(f"bulk.{i:03}", blob)
+            await asyncio.sleep(0)
+        stats = a.statistics().events
+        assert stats is not None
+        assert stats.history_bytes <= 2 * MiB
+        assert stats.topics_forgotten >= 50
+        assert "news.old" not in a._events.topics()
+        event = await a.publish("news.old", "after")
+        assert event.seq > first.seq + 4  # resumed above its old numbers
+        (got,) = await take(live, 1)  # so the subscriber does not drop it as a repeat
+        assert got.data == "after"
+        kept = a._events.history("bulk.", 100, {})
+        await eventually(
+            lambda: any(m.record and "bulk.099" in m.record.topics for m in b.members()),
+            5.0,
+            "the topics listed",
+        )
+        replay = b.subscribe("bulk.", history=5)
+        replayed = await take(replay, len(kept))  # what is kept: the newest topics
+        assert [(e.topic, e.seq) for e in replayed] == [(e.topic, e.seq) for e in kept]
+        assert {f"bulk.{i:03}" for i in range(90, 100)} <= {e.topic for e in replayed}
+        print(
+            f"history {stats.history_bytes:,} bytes, {stats.topics_forgotten} counters "
+            f"forgotten; news.old resumed at {event.seq} after {first.seq + 4}; "
+            f"{len(replayed)} events of {len({e.topic for e in replayed})} topics replayed"
+        )
+
+
+async def test_a_peer_publishing_to_very_many_topics_cannot_grow_a_subscribers_arrivals() -> None:
+    import zmq
+    import zmq.asyncio
+
+    from mesh._catalog import Record
+    from mesh._wire import Codec
+    from mesh._wire import Event as WireEvent
+
+    most = 2_000
+    topics = 20_000
+    async with mesh_of(1, limits=Limits(event_arrivals=most)) as (node,):
+        sub = node.subscribe("", maxsize=topics + 100)
+        context = zmq.asyncio.Context()
+        rogue = context.socket(zmq.PUB)
+        rogue.setsockopt(zmq.SNDHWM, 1_000_000)
+        port = rogue.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            record = Record(
+                "f" * 32, "rogue", node.mesh, addresses={"pub": f"tcp://127.0.0.1:{port}"}
+            )
+            node._events.member_changed(
+                MemberInfo("f" * 32, "rogue", "alive", 1, "", record=record)
+            )
+            codec = Codec()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until the SUB socket follows it
+                await rogue.send_multipart(
+                    codec.encode_event(WireEvent("hello", "f" * 32, 1, 0.0, None))
+                )
+                await asyncio.sleep(0.02)
+                if await take(sub, sub.pending()):
+                    break
+            for i in range(topics):  # each from a publisher id of its own, too
+                publisher = f"{i % 7:x}" * 32
+                await rogue.send_multipart(
+                    codec.encode_event(WireEvent(f"spam.{i}", publisher, 1, 0.0, i))
+                )
+                if i % 500 == 0:
+                    await asyncio.sleep(0)
+            await rogue.send_multipart(
+                codec.encode_event(WireEvent("last", "f" * 32, 1, 0.0, "end"))
+            )
+
+            def arrived() -> bool:
+                return bool(sub._queue) and sub._queue[-1].topic == "last"
+
+            await eventually(arrived, 10.0, "the last event arrives")
+            assert sub.pending() == topics + 1
+            stats = node.statistics().events
+            assert stats is not None
+            assert stats.arrivals <= most
+            assert stats.arrivals_evicted >= topics - most
+            assert await node.publish("ok.topic", 1)  # and the node keeps working
+            print(
+                f"{topics:,} topics from a peer: {stats.arrivals} arrivals kept "
+                f"(bound {most}), {stats.arrivals_evicted:,} evicted"
+            )
         finally:
             rogue.close(linger=0)
             context.term()
