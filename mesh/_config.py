@@ -184,7 +184,8 @@ class Limits:
     max_subscription_queue: int = 10_000
     #: Bytes of events a publisher keeps for replay, over all its topics together (each
     #: event's encoded data + 200, each topic holding events + 2,000): past it the
-    #: oldest events go first. 64 MiB: twice 10,000 topics x 10 events of 128 bytes.
+    #: oldest events go first. 64 MiB: more than twice a topic per member of a
+    #: 10,000-node mesh keeping 2 events of 200 bytes (28 MB; docs/configuration.md).
     event_history_bytes: int = 64 * 1024 * 1024
     #: Topics whose sequence numbers a publisher keeps; past it the counter of a topic
     #: with no event kept is forgotten (its next event is numbered above any it had).
