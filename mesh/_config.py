@@ -196,6 +196,23 @@ class Limits:
     #: forgotten. 100,000: five topics of every member of a 10,000-node mesh, twice.
     event_arrivals: int = 100_000
 
+    # Sockets (docs/configuration.md, "Sockets"): what a stranger's announcements and a
+    # large mesh may cost this node.
+    #: ZeroMQ sockets one node's context may hold; fewer when the process's fd limit
+    #: (raised toward its hard limit at start) cannot carry them. libzmq's own default
+    #: is 1,023. A 10,000-node mesh needs about 3,500 (below), this is over four times that.
+    max_sockets: int = 16_384
+    #: Gossip DEALERs kept open (3 sockets each, with the monitor); past it the least
+    #: recently used one is closed and reopened when next needed. They take at most half
+    #: the sockets above. A node of a 10,000-node mesh talks to about 500 peers a minute.
+    max_gossip_peers: int = 1_024
+    #: A gossip DEALER unused this many seconds is closed.
+    gossip_idle: int = 60
+    #: Join attempts in flight to gossip addresses that are not members yet (zeroconf
+    #: sightings, seeds); more are skipped until one is answered, refused or timed out.
+    #: At most half of ``max_gossip_peers``. A node needs one to answer to learn the mesh.
+    max_pending_joins: int = 256
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _positive_int(f"limits.{f.name}", getattr(self, f.name))
@@ -651,4 +668,5 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "MESH_JOBS_CONCURRENCY": ("jobs_concurrency", _int),
     "MESH_MAX_MESSAGE_SIZE": ("limits.max_message_size", _int),
     "MESH_MAX_CALLS_PER_PEER": ("limits.max_calls_per_peer", _int),
+    "MESH_MAX_SOCKETS": ("limits.max_sockets", _int),
 }

@@ -6,6 +6,14 @@ Membership messages are one-way (a Ping's Ack goes to the Ping's ``reply_to`` th
 this node's DEALER to that address, and arrives on our ROUTER); catalog pulls are
 request and reply on one DEALER (the ROUTER answers on the same pipe).
 
+DEALERs are a bounded set (``max_dealers``, least recently used closed first, and any
+idle for ``idle`` seconds): each costs three ZeroMQ sockets, and a mesh larger than the
+set simply reopens one when it is needed again. Joins through addresses that are not
+members yet (zeroconf sightings, which anyone on the LAN can fake; seeds) are bounded
+and backed off by :class:`JoinAttempts`: a refused or failed attempt's DEALER is closed.
+A socket that cannot be opened (the context's limit) is a peer not reached this time:
+counted, never an exception out of a timer.
+
 The cores decide everything (mesh/_membership.py, mesh/_catalog.py); this module only
 moves bytes, keeps the clock (the loop's monotonic time) and wakes the cores when they
 asked to be woken. A TCP disconnect seen by a DEALER's socket monitor moves a probe
@@ -19,12 +27,13 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._catalog import Catalog, RecordPull, RecordReply, Stats, StatsPull, StatsReply
 from ._errors import ProtocolError, TransportError
 from ._gossip_wire import GossipCodec, GossipMessage
 from ._handshake import parse_address
+from ._joins import JoinAttempts, JoinStatistics
 from ._membership import Change, Membership, Send
 from ._transport import MonitorEvent, Pump, Transport
 
@@ -56,6 +65,23 @@ class GossipStatistics:
     #: Socket (CURVE) handshakes that failed on this node's gossip DEALERs: a node with
     #: another secret or key; the DEALER is dropped unless the address is a member's.
     handshake_failures: int = 0
+    #: Gossip DEALERs open now (three sockets each), and those closed to stay within
+    #: ``max_dealers`` (least recently used) or after ``idle`` seconds unused.
+    dealers: int = 0
+    dealers_evicted: int = 0
+    dealers_idle: int = 0
+    #: Messages not sent because no socket could be opened for them.
+    unreachable: int = 0
+    #: Join attempts to addresses that were not members (sightings, seeds).
+    joins: JoinStatistics | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Dealer:
+    """A gossip DEALER and when it was last used (loop time)."""
+
+    pump: Pump
+    used: float
 
 
 class Gossiper:
@@ -74,6 +100,9 @@ class Gossiper:
         on_records: Callable[[list[str]], None],
         take_stats: Callable[[], Stats],
         send_timeout: float,
+        max_dealers: int = 1_024,
+        idle: float = 60.0,
+        max_pending_joins: int = 256,
     ) -> None:
         self.membership: Membership
         self.catalog: Catalog
@@ -85,7 +114,13 @@ class Gossiper:
         self._take_stats = take_stats
         self._send_timeout = send_timeout
         self._router: Pump | None = None
-        self._dealers: dict[str, Pump] = {}
+        # Least recently used first: a DEALER used again moves to the end.
+        self._dealers: dict[str, _Dealer] = {}
+        self._max_dealers = max_dealers
+        self._idle = idle
+        self._next_sweep = 0.0
+        self._evicted = self._idled = self._unreachable = 0
+        self._joins = JoinAttempts(max_pending_joins)
         self._closed_totals = [0, 0, 0, 0, 0]
         self._routing_ids = itertools.count(1)
         self._routing_prefix = secrets.token_bytes(8)
@@ -115,9 +150,15 @@ class Gossiper:
         self._schedule()
 
     def join(self, addresses: Iterable[str]) -> None:
-        """Sync with the nodes whose gossip ``addresses`` are given (seeds, mDNS finds)."""
-        if not self._closing:
-            self._run(lambda now: self.membership.join(addresses, now))
+        """Sync with the nodes whose gossip ``addresses`` are given (seeds, mDNS finds).
+        An address that is not a live member's is tried only as :class:`JoinAttempts`
+        allows (bounded in flight, backed off after a failure)."""
+        if self._closing or self._loop is None:
+            return
+        now = self._loop.time()
+        allowed = [a for a in addresses if self._is_live(a) or self._joins.begin(a, now)]
+        if allowed:
+            self._run(lambda now: self.membership.join(allowed, now))
 
     def publish(self) -> None:
         """This node's record changed in the catalog: gossip its new version."""
@@ -130,7 +171,7 @@ class Gossiper:
             return
         if leave and self._loop is not None:
             self._run(self.membership.leave)
-            pumps = list(self._dealers.values())
+            pumps = [dealer.pump for dealer in self._dealers.values()]
             await asyncio.gather(*(p.flush(timeout=linger) for p in pumps))
         self._closing = True
         if self._timer is not None:
@@ -146,7 +187,9 @@ class Gossiper:
 
     def statistics(self) -> GossipStatistics:
         totals = list(self._closed_totals)
-        pumps = [*self._dealers.values(), *([self._router] if self._router else [])]
+        pumps = [d.pump for d in self._dealers.values()]
+        if self._router is not None:
+            pumps.append(self._router)
         for pump in pumps:
             s = pump.statistics()
             for i, value in enumerate(
@@ -163,6 +206,11 @@ class Gossiper:
             self._protocol_errors,
             self._disconnects,
             self._handshake_failures,
+            len(self._dealers),
+            self._evicted,
+            self._idled,
+            self._unreachable,
+            replace(self._joins.statistics),
         )
 
     def pull_stats_now(self, ids: Iterable[str]) -> None:
@@ -201,6 +249,10 @@ class Gossiper:
         if now >= self._next_stats:
             self._refresh_stats(now)
         self._follow_up(now)
+        if now >= self._joins.next_deadline():
+            self._expire_joins(now)
+        if now >= self._next_sweep:
+            self._sweep_idle(now)
         self._schedule()
 
     def _follow_up(self, now: float) -> None:
@@ -210,6 +262,10 @@ class Gossiper:
             catalog.advert(advert, owner.address if owner is not None else "", now)
         changes = membership.changes()
         if changes:
+            if self._joins:
+                for change in changes:
+                    if change.member.live:
+                        self._joins.confirmed(change.member.address)
             self._on_changes(changes)  # before the catalog forgets what it held of them
             for change in changes:
                 if change.kind in {"failed", "left", "replaced", "forgotten"}:
@@ -225,7 +281,11 @@ class Gossiper:
         if self._closing or self._loop is None:
             return
         deadline = min(
-            self.membership.next_deadline(), self.catalog.next_deadline(), self._next_stats
+            self.membership.next_deadline(),
+            self.catalog.next_deadline(),
+            self._next_stats,
+            self._joins.next_deadline(),
+            self._next_sweep,
         )
         if self._timer is not None:
             if self._timer.when() <= deadline:
@@ -259,17 +319,28 @@ class Gossiper:
         except ProtocolError as exc:
             log.warning("gossip to %s not sent: %s", address, exc)
             return
-        pump = self._dealers.get(address)
-        if pump is None:
+        assert self._loop is not None
+        now = self._loop.time()
+        dealer = self._dealers.pop(address, None)
+        if dealer is None:
             try:
-                pump = self._dealer(address)
+                dealer = self._dealer(address, now)
             except (TransportError, ProtocolError, ValueError) as exc:
+                # The context's socket limit, or a bad address: this peer is not reached
+                # this time (probes are built to survive that), nothing more.
+                self._unreachable += 1
                 log.debug("cannot reach %s: %s", address, exc)
+                self._join_failed(address, now)
                 return
-        pump.send([frame])
+        self._dealers[address] = dealer  # the most recently used now
+        dealer.used = now
+        dealer.pump.send([frame])
 
-    def _dealer(self, address: str) -> Pump:
+    def _dealer(self, address: str, now: float) -> _Dealer:
         endpoint, peer_key = parse_address(address)
+        while len(self._dealers) >= self._max_dealers:
+            self._evicted += 1
+            self._drop_dealer_later(next(iter(self._dealers)))
         routing_id = self._routing_prefix + next(self._routing_ids).to_bytes(8, "big")
         pump = self._transport.dealer(
             endpoint,
@@ -280,23 +351,49 @@ class Gossiper:
             on_event=lambda event: self._on_monitor_event(address, event),
             hwm=GOSSIP_HWM,
         )
-        self._dealers[address] = pump
-        return pump
+        return _Dealer(pump, now)
+
+    def _is_live(self, address: str) -> bool:
+        member = self.membership.at(address)
+        return member is not None and member.live
+
+    def _join_failed(self, address: str, now: float) -> None:
+        """The join attempt to ``address`` (if one is in flight) failed: back off, and
+        close its DEALER unless a live member is at that address after all."""
+        if self._joins.failed(address, now) and not self._is_live(address):
+            self._drop_dealer_later(address)
+
+    def _expire_joins(self, now: float) -> None:
+        for address in self._joins.expired(now):
+            if self._is_live(address):
+                self._joins.confirmed(address)
+            else:
+                self._join_failed(address, now)
+
+    def _sweep_idle(self, now: float) -> None:
+        """Close the DEALERs unused for ``idle`` seconds (the oldest come first)."""
+        self._next_sweep = now + min(5.0, self._idle / 4)
+        while self._dealers:
+            address, dealer = next(iter(self._dealers.items()))
+            if now - dealer.used < self._idle:
+                break
+            self._idled += 1
+            self._drop_dealer_later(address)
 
     def _drop_dealer_later(self, address: str) -> None:
         """A member at ``address`` is gone: the next message to that address goes on a
         fresh DEALER (a new process may bind that port, and must never get what was
         queued for the old one); the old one closes in the background."""
-        pump = self._dealers.pop(address, None)
-        if pump is not None and self._loop is not None:
-            task = self._loop.create_task(self._close_pump(pump, 0.0))
+        dealer = self._dealers.pop(address, None)
+        if dealer is not None and self._loop is not None:
+            task = self._loop.create_task(self._close_pump(dealer.pump, 0.0))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _close_dealer(self, address: str, linger: float) -> None:
-        pump = self._dealers.pop(address, None)
-        if pump is not None:
-            await self._close_pump(pump, linger)
+        dealer = self._dealers.pop(address, None)
+        if dealer is not None:
+            await self._close_pump(dealer.pump, linger)
 
     async def _close_pump(self, pump: Pump, linger: float) -> None:
         s = pump.statistics()
@@ -365,12 +462,22 @@ class Gossiper:
         self._schedule()
 
     def _on_monitor_event(self, address: str, event: MonitorEvent) -> None:
-        if event.kind.startswith("handshake_failed") and not self._closing:
+        if self._closing or self._loop is None:
+            return
+        if event.kind.startswith("handshake_failed"):
             self._handshake_failures += 1
-            log.info("gossip with %s: socket handshake failed (%s)", address, event.kind)
-            if not any(m.address == address for m in self.membership.members() if m.live):
+            if self._is_live(address):
+                log.info("gossip with %s: socket handshake failed (%s)", address, event.kind)
+            elif address in self._joins:  # anyone may announce any address: no log line
+                self._join_failed(address, self._loop.time())
+            else:
                 self._drop_dealer_later(address)  # libzmq would retry it forever
             return
-        if event.kind == "disconnected" and not self._closing:
+        if address in self._joins and event.kind in ("connect_retried", "disconnected"):
+            # Refused, or accepted and then closed, before it ever answered: give up on
+            # it (libzmq would reconnect forever) and back off.
+            self._join_failed(address, self._loop.time())
+            return
+        if event.kind == "disconnected":
             self._disconnects += 1
             self._run(lambda now: self.membership.disconnected(address, now))

@@ -516,6 +516,11 @@ class Membership:
     def get(self, id: str) -> Member | None:
         return self._members.get(id)
 
+    def at(self, address: str) -> Member | None:
+        """The member known at gossip ``address``, if any (live or not)."""
+        id = self._by_address.get(address)
+        return None if id is None else self._members.get(id)
+
     def since(self, id: str) -> float | None:
         """When this node saw member ``id``'s status last change (None: not since start)."""
         return self._since.get(id)

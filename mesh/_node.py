@@ -153,6 +153,12 @@ class NodeStatistics:
     discovery: DiscoveryStatistics | None = None
     #: Events published, delivered and dropped, per topic and in total.
     events: EventStatistics | None = None
+    #: ZeroMQ sockets open now (a monitored one counts three), how many the node's
+    #: context may hold (``limits.max_sockets`` within the fd limit), and how many
+    #: could not be opened at that limit (each a peer not reached at that moment).
+    sockets: int = 0
+    max_sockets: int = 0
+    socket_failures: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -343,6 +349,9 @@ class Node(AsyncResource):
             catalog=copy.copy(gossiper.catalog.statistics) if gossiper else None,
             discovery=self._discovery.statistics if self._discovery else None,
             events=self._events.statistics(),
+            sockets=self._transport.sockets if self._transport else 0,
+            max_sockets=self._transport.max_sockets if self._transport else 0,
+            socket_failures=self._transport.socket_failures if self._transport else 0,
         )
 
     def worker_status(self) -> WorkerStatus:
@@ -398,14 +407,21 @@ class Node(AsyncResource):
     async def _join_mesh(self) -> None:
         """Start gossip and discovery, and join through the seeds."""
         assert self._transport is not None
+        limits = self.config.limits
+        # Gossip DEALERs (three sockets each) take at most half the context's sockets,
+        # join attempts at most half of those: RPC connections keep the rest.
+        max_dealers = max(4, min(limits.max_gossip_peers, self._transport.max_sockets // 6))
         gossiper = Gossiper(
             self._transport,
-            GossipCodec(self.config.limits),
+            GossipCodec(limits),
             on_changes=self._on_changes,
             on_records=self._on_records,
             take_stats=self._take_stats,
             # How long a message may wait for a new connection to come up (then dropped).
             send_timeout=max(0.5, self.config.timings.membership.probe_interval),
+            max_dealers=max_dealers,
+            idle=float(limits.gossip_idle),
+            max_pending_joins=max(1, min(limits.max_pending_joins, max_dealers // 2)),
         )
         self._gossip_port = gossiper.bind(self._host, self.config.gossip_port)
         self._gossiper = gossiper

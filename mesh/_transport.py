@@ -25,6 +25,7 @@ import errno
 import functools
 import logging
 import math
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,13 @@ HEARTBEAT_IVL: Final = 1_000
 HEARTBEAT_TIMEOUT: Final = 3_000
 HEARTBEAT_TTL: Final = 3_000
 CONNECT_TIMEOUT: Final = 2_000
+#: File descriptors kept out of the socket budget: Python's own files, zeroconf, sqlite,
+#: the event loop. Each ZeroMQ socket costs about two (its mailbox and a connection).
+FD_RESERVE: Final = 256
+FDS_PER_SOCKET: Final = 2
+#: A failure to open a socket (the context's or the process's limit) is logged at most
+#: once per this many seconds, with how many there were since (all are counted).
+SOCKET_ERROR_LOG_INTERVAL: Final = 10.0
 
 Role = Literal["router", "dealer", "pub", "sub"]
 #: Called with every new socket, its role and (for a connecting socket) the public key
@@ -372,14 +380,49 @@ def make_socket(
     return sock
 
 
+def socket_budget(wanted: int) -> int:
+    """How many ZeroMQ sockets this process can afford, at most ``wanted``: first raises
+    the soft ``RLIMIT_NOFILE`` toward the hard limit (as far as ``wanted`` sockets need),
+    then leaves :data:`FD_RESERVE` descriptors for the rest of the process. libzmq's own
+    default (``zmq.MAX_SOCKETS``, 1,023) is far below what the fd limit usually allows,
+    so raising the fd limit alone changes nothing; the context is told this figure."""
+    need = wanted * FDS_PER_SOCKET + FD_RESERVE
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(hard, need)
+            if target > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+    except (OSError, ValueError) as exc:  # not allowed here: live with what there is
+        log.debug("cannot raise RLIMIT_NOFILE: %s", exc)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, max(64, (soft - FD_RESERVE) // FDS_PER_SOCKET))
+
+
 class Transport:
-    """One zmq Context and the sockets of one node."""
+    """One zmq Context and the sockets of one node.
+
+    The context may hold :attr:`max_sockets` sockets (``limits.max_sockets`` within the
+    process's fd budget, :func:`socket_budget`). Opening one more raises
+    :class:`TransportError`, counted in :attr:`socket_failures` and logged at most once
+    per :data:`SOCKET_ERROR_LOG_INTERVAL`: callers treat it as an unreachable peer.
+    """
 
     def __init__(self, limits: Limits, security: Security | None = None) -> None:
         self._limits = limits
         self._security = security
         self._hook: SocketHook | None = security.apply if security is not None else None
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        #: Sockets this context may hold (set before its first socket, as libzmq requires).
+        self.max_sockets = socket_budget(limits.max_sockets)
+        self._context.set(zmq.MAX_SOCKETS, self.max_sockets)
+        #: Sockets that could not be opened (the limit above, or the process's fds).
+        self.socket_failures = 0
+        self._unlogged_failures = 0
+        self._failure_logged_at = -math.inf
         if security is not None:  # ZAP is per context: one authenticator for all sockets
             security.start(self._context)
         self._pumps: list[Pump] = []
@@ -392,14 +435,50 @@ class Transport:
     def closed(self) -> bool:
         return self._context.closed
 
+    @property
+    def sockets(self) -> int:
+        """ZeroMQ sockets open now (a monitored socket counts three: its monitor is a
+        pair of sockets)."""
+        return len(self._pumps) + 2 * len(self._monitors)
+
     def _socket(
         self, kind: int, role: Role, peer_key: bytes | None = None, *, hwm: int | None = None
     ) -> zmq.Socket[bytes]:
-        sock = make_socket(self._context, kind, role, self._limits, self._hook, peer_key)
+        try:
+            sock = make_socket(self._context, kind, role, self._limits, self._hook, peer_key)
+        except zmq.ZMQError as exc:
+            raise self._cannot_open(exc) from None
         if hwm is not None:
             sock.setsockopt(zmq.SNDHWM, hwm)
             sock.setsockopt(zmq.RCVHWM, hwm)
         return sock
+
+    def _monitor(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        """A monitor for ``sock`` (two more sockets); on failure ``sock`` is closed."""
+        try:
+            return sock.get_monitor_socket(_MONITORED)
+        except zmq.ZMQError as exc:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            sock.close(linger=0)
+            raise self._cannot_open(exc) from None
+
+    def _cannot_open(self, exc: zmq.ZMQError) -> TransportError:
+        """Count a socket that could not be opened; log it unless logged lately."""
+        self.socket_failures += 1
+        self._unlogged_failures += 1
+        now = time.monotonic()
+        if now - self._failure_logged_at >= SOCKET_ERROR_LOG_INTERVAL:
+            log.warning(
+                "cannot open a socket: %s (%d time(s) since the last warning; %d open, at most %d)",
+                _strerror(exc),
+                self._unlogged_failures,
+                self.sockets,
+                self.max_sockets,
+            )
+            self._failure_logged_at = now
+            self._unlogged_failures = 0
+        return TransportError(f"cannot open a socket: {_strerror(exc)}")
 
     def _pump(
         self,
@@ -441,7 +520,7 @@ class Transport:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A peer that reconnects with the same routing id takes over the old pipe.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
+        monitor = self._monitor(sock) if on_event is not None else None
         try:
             port = self._bind(sock, host, port)
         except TransportError:
@@ -489,7 +568,7 @@ class Transport:
         # reach a new process that later binds the same port.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        monitor = sock.get_monitor_socket(_MONITORED) if on_event is not None else None
+        monitor = self._monitor(sock) if on_event is not None else None
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
