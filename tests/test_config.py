@@ -104,6 +104,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         "MESH_JOBS_CONCURRENCY": "8",
         "MESH_MAX_MESSAGE_SIZE": "1048576",
         "MESH_MAX_CALLS_PER_PEER": "50",
+        "MESH_MAX_SOCKETS": "4096",
     }
     assert set(env) == set(ENV_VARS)
     config = Config.from_env(env)
@@ -127,7 +128,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
         jobs_synchronous="NORMAL",
         jobs_lease=2.5,
         jobs_concurrency=8,
-        limits=Limits(max_message_size=1048576, max_calls_per_peer=50),
+        limits=Limits(max_message_size=1048576, max_calls_per_peer=50, max_sockets=4096),
     )
 
 
