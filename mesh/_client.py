@@ -320,11 +320,16 @@ class Outgoing:
                 pending.future.set_result(outcome)
 
     def fail_connection(
-        self, connection: Connection, reason: str, error: type[Unavailable] = Unavailable
+        self,
+        connection: Connection,
+        reason: str,
+        error: type[Unavailable] = Unavailable,
+        after: int = 0,
     ) -> None:
-        """The peer is gone: fail every call that waits on it with ``error`` (retryable)."""
+        """The peer is gone: fail every call that waits on it with ``error`` (retryable);
+        with ``after``, only the calls sent after call ``after``."""
         for call_id, pending in list(self._pending.items()):
-            if pending.connection is connection:
+            if pending.connection is connection and call_id > after:
                 del self._pending[call_id]
                 service, _, method = pending.target.rpartition(".")
                 self._fail(

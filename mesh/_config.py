@@ -213,9 +213,20 @@ class Limits:
     #: At most half of ``max_gossip_peers``. A node needs one to answer to learn the mesh.
     max_pending_joins: int = 256
 
+    # -- callers (issue 20, items 8 and 9) --
+    #: Percent of a service's slots (``concurrency``) and of its queue that one caller
+    #: (a node id) may hold at once; its calls beyond its share of the slots wait, and
+    #: beyond its share of the queue are refused with Overloaded. 100 turns it off.
+    caller_share: int = 50
+    #: Bytes of a caller's HELLO (name, services listed) that its session keeps; a
+    #: larger one is accepted, but its services are not kept and its name is cut.
+    max_session_hello: int = 16 * 1024
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _positive_int(f"limits.{f.name}", getattr(self, f.name))
+        if self.caller_share > 100:
+            raise ConfigError(f"limits.caller_share: a percent, 1 to 100, got {self.caller_share}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +316,15 @@ class Timings:
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     #: Restarts of crashed services, and when to give up.
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    # -- callers (issue 20, items 8 and 9) --
+    #: A caller's session (its HELLO) ends after this long with no message from it and
+    #: no call of its in flight; its next call is refused with SessionLost, and the
+    #: caller shakes hands again and sends it once more (docs/architecture.md).
+    session_idle: float = 300.0
+    #: How often the listener checks its callers: a caller with calls in flight that
+    #: sent nothing since the last check is probed, and when its connection is gone at
+    #: two checks in a row its session ends and its calls are cancelled.
+    caller_check: float = 5.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -214,8 +214,10 @@ class ProviderLost(Unavailable):
 
 class SessionLost(Unavailable):
     """The listener has no session for this connection: it declared this caller gone (a
-    membership verdict it has not taken back yet) or lost its state. The call was refused
-    before it ran; ``node.call`` opens a fresh connection and sends it once more."""
+    membership verdict it has not taken back yet), ended an idle session
+    (``timings.session_idle``) or lost its state. The call was refused before it ran;
+    ``node.call`` opens a fresh connection and sends it once more (``mesh.sync`` shakes
+    hands again on the same one)."""
 
     code = "no_session"
 

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import itertools
 import logging
+import math
 import random
 import secrets
 import signal
@@ -159,6 +160,23 @@ class NodeStatistics:
     sockets: int = 0
     max_sockets: int = 0
     socket_failures: int = 0
+    #: Callers' sessions (a HELLO each) held now; those ended after ``session_idle``
+    #: with nothing from the caller, and those ended because the caller's connection
+    #: was gone while calls of its were in flight (cancelled then).
+    sessions: int = 0
+    sessions_expired: int = 0
+    callers_lost: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Session:
+    """A caller that said HELLO on the ROUTER: who it is, and when it was last heard."""
+
+    peer: PeerInfo
+    #: The caller check (``Node._checks``) during which its last message came.
+    seen: int
+    #: Checks in a row that found its connection gone (while calls of its ran).
+    gone: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -207,12 +225,18 @@ class Node(AsyncResource):
         self._refs = itertools.count(1)
         self._nonces = itertools.count(1)
         # Handshake state: peers that said HELLO to our ROUTER, and our DEALERs.
-        self._sessions: dict[bytes, PeerInfo] = {}
+        self._sessions: dict[bytes, _Session] = {}
+        # Caller checks so far (_check_callers); sessions ended by them.
+        self._checks = 0
+        self._sessions_expired = 0
+        self._callers_lost = 0
         self._connections: dict[str, Connection] = {}
         # HELLOs waiting for an answer: ref -> (the connection it went out on, its future).
         self._pending: dict[int, tuple[Connection, asyncio.Future[Message]]] = {}
         self._services = ServiceRegistry()
-        self._dispatcher = Dispatcher(self._services, self.config.workers)
+        self._dispatcher = Dispatcher(
+            self._services, self.config.workers, self.config.limits.caller_share, self.id
+        )
         self._outgoing = Outgoing(self._codec)
         # Calls this node is handling for peers: (routing id, call id) -> its task.
         self._serving: dict[tuple[bytes, int], _Serving] = {}
@@ -315,7 +339,7 @@ class Node(AsyncResource):
     @property
     def peers(self) -> Mapping[str, PeerInfo]:
         """Peers that completed a handshake with this node, by node id."""
-        known: dict[str, PeerInfo] = {p.id: p for p in self._sessions.values()}
+        known: dict[str, PeerInfo] = {s.peer.id: s.peer for s in self._sessions.values()}
         known.update({c.peer.id: c.peer for c in self._connections.values() if c.peer})
         return MappingProxyType(known)
 
@@ -352,6 +376,9 @@ class Node(AsyncResource):
             sockets=self._transport.sockets if self._transport else 0,
             max_sockets=self._transport.max_sockets if self._transport else 0,
             socket_failures=self._transport.socket_failures if self._transport else 0,
+            sessions=len(self._sessions),
+            sessions_expired=self._sessions_expired,
+            callers_lost=self._callers_lost,
         )
 
     def worker_status(self) -> WorkerStatus:
@@ -385,6 +412,7 @@ class Node(AsyncResource):
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._accepting = True
+        self._spawn(self._check_callers(), "check callers")
         for spec in self._services:
             self._start_event_handlers(spec)
         if self.config.jobs_db is not None and self._joins:
@@ -831,10 +859,69 @@ class Node(AsyncResource):
         """Member ``member_id`` is dead or replaced (a GOODBYE may never come): its
         sessions end and the calls it made here are abandoned, as after a GOODBYE."""
         for routing_id, session in list(self._sessions.items()):
-            if session.id == member_id:
-                del self._sessions[routing_id]
-                for key in [k for k in self._serving if k[0] == routing_id]:
-                    self._abandon(key)  # nobody is left to answer
+            if session.peer.id == member_id:
+                self._end_session(routing_id)
+
+    def _end_session(self, routing_id: bytes) -> None:
+        """Forget a caller's session and cancel the calls it has running here (their
+        slots are freed; nobody is left to answer). Its next call, if any comes, is
+        refused with SessionLost, and the caller shakes hands again."""
+        del self._sessions[routing_id]
+        if routing_id in self._calls_by_peer:
+            for key in [k for k in self._serving if k[0] == routing_id]:
+                self._abandon(key)
+
+    async def _check_callers(self) -> None:
+        """Every ``timings.caller_check``: end the sessions of callers gone without a
+        GOODBYE. A ROUTER does not say which peer left, so (issue 20, items 8 and 9):
+        - a session with nothing from its caller for ``timings.session_idle`` and no
+          call in flight ends (the caller shakes hands again on its next call);
+        - a caller with calls in flight that sent nothing since the last check is
+          probed: an unsolicited WELCOME (ref 0, which callers ignore) sent with
+          ROUTER_MANDATORY fails at once when libzmq holds no connection for its
+          routing id any more (a crash resets it; a paused or cut-off caller's ZMTP
+          heartbeats stop and libzmq drops it after HEARTBEAT_TTL). Gone at two checks
+          in a row (a reconnecting DEALER gets one interval), its session ends and its
+          calls are cancelled.
+        ZMTP heartbeats never reach the application, so they keep no session alive:
+        only messages do."""
+        timings = self.config.timings
+        interval = timings.caller_check
+        idle_checks = max(1, math.ceil(timings.session_idle / interval))
+        while not self._closing:
+            await asyncio.sleep(interval)
+            self._checks += 1
+            if not self._sessions or self._router is None:
+                continue
+            checks = self._checks
+            probe: list[bytes] | None = None
+            for routing_id, session in list(self._sessions.items()):
+                silent = checks - session.seen  # 1: nothing since the last check
+                if routing_id not in self._calls_by_peer:
+                    session.gone = 0
+                    if silent > idle_checks:
+                        self._sessions_expired += 1
+                        del self._sessions[routing_id]
+                    continue
+                if silent <= 1:
+                    session.gone = 0
+                    continue
+                if probe is None:
+                    probe = [b"", self._codec.encode(self._welcome(0, 1))]
+                probe[0] = routing_id
+                if self._router.probe(probe):
+                    session.gone = 0
+                    continue
+                session.gone += 1
+                if session.gone >= 2:
+                    self._callers_lost += 1
+                    log.info(
+                        "caller %s (%s) is gone: its session ends, %d calls cancelled",
+                        session.peer.name[:64],
+                        session.peer.id[:64],
+                        self._calls_by_peer.get(routing_id, 0),
+                    )
+                    self._end_session(routing_id)
 
     def _take_stats(self) -> Stats:
         t = self._transport.statistics() if self._transport else None
@@ -1206,8 +1293,9 @@ class Node(AsyncResource):
         task = asyncio.get_running_loop().create_task(produce(), name=f"stream {target}")
         return stream
 
-    def _serve(self, routing_id: bytes, call: Call) -> None:
-        """A peer's CALL: check it, then run it in a task of its own."""
+    def _serve(self, routing_id: bytes, call: Call, caller: str) -> None:
+        """A peer's CALL (``caller``: its node id): check it, then run it in a task of
+        its own."""
         if not self._accepting:
             self._reply(
                 routing_id,
@@ -1249,10 +1337,9 @@ class Node(AsyncResource):
             self._protocol_errors += 1
             log.warning("call id %d reused while in flight: dropped", call.call_id)
             return
-        session = self._sessions[routing_id]
         deadline = None if call.deadline_ms is None else time.monotonic() + call.deadline_ms / 1000
         context = CallContext(
-            spec.service, spec.name, call.call_id, session.id, call.trace_id, call.attempt, deadline
+            spec.service, spec.name, call.call_id, caller, call.trace_id, call.attempt, deadline
         )
         credit = None
         if spec.is_stream:
@@ -1587,10 +1674,18 @@ class Node(AsyncResource):
         """The listener refused a call on ``connection`` for want of a session: it dropped
         ours (it declared this node gone, while this node still holds the connection).
         The connection is dead weight: the next call makes a fresh one and shakes hands.
-        The refused call did not run (``SessionLost``, which ``call`` sends again); the
-        others on it may have, and will never be answered."""
+        The refused call did not run (``SessionLost``, which ``call`` sends again), nor
+        did those sent after it on this connection: the listener answers in order and
+        refuses every call without a session, so they fail with SessionLost too (sent
+        again). Those sent before it may have run, and will never be answered."""
         self._outgoing.on_message(connection, refusal)
         name = connection.peer.name if connection.peer else connection.address
+        self._outgoing.fail_connection(
+            connection,
+            f"node {name!r} had ended this connection's session",
+            SessionLost,
+            after=refusal.ref,
+        )
         self._outgoing.fail_connection(
             connection, f"node {name!r} dropped this connection (it had declared this node gone)"
         )
@@ -1652,22 +1747,23 @@ class Node(AsyncResource):
         if isinstance(message, ProtocolError):
             self._reply(routing_id, Error(message.ref, ProtocolError.code, str(message)))
             return
-        if type(message) is Call and routing_id in self._sessions:  # most messages
-            self._serve(routing_id, message)
-        elif isinstance(message, Hello):
+        session = self._sessions.get(routing_id)
+        if session is not None:
+            session.seen = self._checks  # any message keeps a session; heartbeats cannot
+            if type(message) is Call:  # most messages
+                self._serve(routing_id, message, session.peer.id)
+                return
+        if isinstance(message, Hello):
             self._on_hello(routing_id, message)
         elif isinstance(message, Goodbye):
-            session = self._sessions.get(routing_id)
-            if session is not None and session.id == message.node_id:
-                self._caller_gone(session.id)
-        elif routing_id not in self._sessions:
+            if session is not None and session.peer.id == message.node_id:
+                self._caller_gone(session.peer.id)
+        elif session is None:
             self._protocol_errors += 1
             if not isinstance(message, Error):
                 self._reply(
                     routing_id, Error(_ref_of(message), SessionLost.code, "say HELLO first")
                 )
-        elif isinstance(message, Call):
-            self._serve(routing_id, message)
         elif isinstance(message, Cancel):
             self._abandon((routing_id, message.call_id))
         elif isinstance(message, WireCredit):
@@ -1689,27 +1785,22 @@ class Node(AsyncResource):
             return
         version = negotiate((PROTOCOL_MIN, PROTOCOL_MAX), (hello.min_version, hello.max_version))
         assert version is not None
-        self._sessions[routing_id] = PeerInfo(
-            id=hello.node_id,
-            name=hello.name,
-            mesh=hello.mesh,
-            version=version,
-            services=dict(hello.services),
-            public_key=hello.public_key,
+        self._sessions[routing_id] = _Session(
+            _session_peer(hello, version, self.config.limits.max_session_hello), self._checks
         )
-        self._reply(
-            routing_id,
-            Welcome(
-                ref=hello.ref,
-                node_id=self.id,
-                name=self.name,
-                mesh=self.mesh,
-                min_version=PROTOCOL_MIN,
-                max_version=PROTOCOL_MAX,
-                version=version,
-                services=self._services.versions(),
-                public_key=self.public_key,
-            ),
+        self._reply(routing_id, self._welcome(hello.ref, version))
+
+    def _welcome(self, ref: int, version: int) -> Welcome:
+        return Welcome(
+            ref=ref,
+            node_id=self.id,
+            name=self.name,
+            mesh=self.mesh,
+            min_version=PROTOCOL_MIN,
+            max_version=PROTOCOL_MAX,
+            version=version,
+            services=self._services.versions(),
+            public_key=self.public_key,
         )
 
     def _refuse(self, hello: Hello) -> Error | None:
@@ -1761,6 +1852,27 @@ class Node(AsyncResource):
 
 def _no_stats(member_id: str) -> None:
     return None
+
+
+def _session_peer(hello: Hello, version: int, most: int) -> PeerInfo:
+    """What a caller's session keeps of its HELLO: all of it up to ``most`` bytes of
+    text (Limits.max_session_hello); past that, not its services, and its id and name
+    cut to 64 characters (a 1 MB HELLO held 3.4 MB per session before)."""
+    node_id, name, services = hello.node_id, hello.name, hello.services
+    size = len(node_id) + len(name) + sum(len(k) + len(v) for k, v in services.items())
+    if size > most:
+        node_id, name, services = node_id[:64], name[:64], {}
+    public_key = (
+        hello.public_key if hello.public_key is None or len(hello.public_key) <= 64 else None
+    )
+    return PeerInfo(
+        id=node_id,
+        name=name,
+        mesh=hello.mesh[:64],
+        version=version,
+        services=dict(services),
+        public_key=public_key,
+    )
 
 
 def _idempotent(provider: MemberInfo, service: str, method: str) -> bool:

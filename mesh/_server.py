@@ -69,51 +69,122 @@ class Credit:
 
 
 class _Limiter:
-    """``concurrency`` calls run at once; ``queue`` more wait in order; the rest are refused.
+    """``concurrency`` calls run at once; ``queue`` more wait; the rest are refused.
 
-    A counter and a FIFO of futures: cheaper than asyncio.Semaphore on the hot path,
+    One caller (a node id) runs at most ``share`` percent of the slots and waits in at
+    most ``share`` percent of the queue, so one caller alone cannot take a service
+    (issue 20, item 9): its calls beyond its share of the slots wait while others' run,
+    and beyond its share of the queue are refused. A freed slot goes to the first
+    caller in line (callers take turns) that is below its share. The caller ``""``
+    (this node's own calls) has no share: it may take every slot.
+
+    Counters and FIFOs of futures: cheaper than asyncio.Semaphore on the hot path,
     where a slot is free and nothing needs to wait.
     """
 
-    __slots__ = ("_concurrency", "_queue", "_running", "_waiters")
+    __slots__ = (
+        "_cap_queue",
+        "_cap_run",
+        "_concurrency",
+        "_queue",
+        "_running",
+        "_running_by",
+        "_waiters",
+        "_waiting",
+    )
 
-    def __init__(self, concurrency: int, queue: int) -> None:
+    def __init__(self, concurrency: int, queue: int, share: int = 100) -> None:
         self._concurrency = concurrency
         self._queue = queue
+        #: What one caller may hold: running slots (at least one) and places in line.
+        self._cap_run = max(1, concurrency * share // 100)
+        self._cap_queue = max(1, queue * share // 100) if queue else 0
         self._running = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._running_by: dict[str, int] = {}
+        #: Waiters by caller, callers in the order they take turns; and how many wait.
+        self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._waiting = 0
 
-    @property
-    def full(self) -> bool:
-        return self._running >= self._concurrency and len(self._waiters) >= self._queue
+    def refuses(self, caller: str) -> bool:
+        """Whether a call of ``caller`` can neither run now nor wait (Overloaded)."""
+        if self._can_run(caller):
+            return False
+        line = self._waiters.get(caller)
+        return self._waiting >= self._queue or (
+            bool(caller) and (len(line) if line else 0) >= self._cap_queue
+        )
+
+    def running_of(self, caller: str) -> int:
+        """Slots ``caller`` holds now."""
+        return self._running_by.get(caller, 0)
 
     @property
     def free(self) -> bool:
         """A slot is free and nobody waits for one."""
-        return self._running < self._concurrency and not self._waiters
+        return self._running < self._concurrency and not self._waiting
 
-    async def acquire(self) -> None:
-        if self.free:
+    def _can_run(self, caller: str) -> bool:
+        return (
+            self._running < self._concurrency
+            and (self._running_by.get(caller, 0) < self._cap_run or not caller)
+            and caller not in self._waiters
+        )
+
+    async def acquire(self, caller: str) -> None:
+        if self._can_run(caller):
             self._running += 1
+            by = self._running_by
+            by[caller] = by.get(caller, 0) + 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        line = self._waiters.get(caller)
+        if line is None:
+            line = self._waiters[caller] = collections.deque()
+        line.append(waiter)
+        self._waiting += 1
         try:
-            await waiter  # release() hands its slot over: _running stays counted
+            await waiter  # _wake() hands a slot over: counted for this caller already
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release()  # got the slot just as it was cancelled: pass it on
+                self.release(caller)  # got the slot just as it was cancelled: pass it on
             else:
-                self._waiters.remove(waiter)
+                with contextlib.suppress(ValueError):  # else _wake() dropped it already
+                    line.remove(waiter)
+                    self._waiting -= 1
+                if not line and self._waiters.get(caller) is line:
+                    del self._waiters[caller]
             raise
 
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def release(self, caller: str) -> None:
         self._running -= 1
+        by = self._running_by
+        left = by[caller] - 1
+        if left:
+            by[caller] = left
+        else:
+            del by[caller]
+        if self._waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to waiting callers below their share, taking turns."""
+        while self._running < self._concurrency and self._waiting:
+            for caller in self._waiters:
+                if self._running_by.get(caller, 0) < self._cap_run or not caller:
+                    break
+            else:
+                return  # every caller that waits holds its share
+            line = self._waiters[caller]
+            waiter = line.popleft()
+            self._waiting -= 1
+            del self._waiters[caller]
+            if line:
+                self._waiters[caller] = line  # its turn is over: to the end of the line
+            if waiter.done():  # cancelled while it waited: its task removes nothing more
+                continue
+            self._running += 1
+            self._running_by[caller] = self._running_by.get(caller, 0) + 1
+            waiter.set_result(None)
 
 
 class _Deadline:
@@ -267,8 +338,14 @@ class WorkerStatus:
 class Dispatcher:
     """The handlers of one node's services, run within limits and counted."""
 
-    def __init__(self, registry: ServiceRegistry, workers: int) -> None:
+    def __init__(
+        self, registry: ServiceRegistry, workers: int, caller_share: int = 100, local: str = ""
+    ) -> None:
         self.registry = registry
+        #: Percent of a service's slots and queue one caller may hold (Limits.caller_share);
+        #: the calls of ``local`` (this node's id) have no share: they may take them all.
+        self._caller_share = caller_share
+        self._local = local
         self._pool_size = workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="mesh-worker"
@@ -435,7 +512,9 @@ class Dispatcher:
     def _limiter(self, service: ServiceSpec) -> _Limiter:
         limiter = self._limiters.get(service.name)
         if limiter is None:
-            limiter = self._limiters[service.name] = _Limiter(service.concurrency, service.queue)
+            limiter = self._limiters[service.name] = _Limiter(
+                service.concurrency, service.queue, self._caller_share
+            )
         return limiter
 
     async def _accounted(
@@ -447,11 +526,15 @@ class Dispatcher:
         limiter = self._limiter(service)
         stats = self._method_stats(spec)
         started = time.monotonic()
-        if limiter.full:
+        caller = context.caller
+        if caller == self._local:
+            caller = ""
+        if limiter.refuses(caller):
             stats.rejected(started, "overloaded")
             raise Overloaded(
                 f"{spec.target}: {service.concurrency} calls running and {service.queue} "
-                "waiting; try again later",
+                "waiting, or this caller's share of them (limits.caller_share); "
+                "try again later",
                 service=spec.service,
                 method=spec.name,
                 call_id=context.call_id,
@@ -461,11 +544,11 @@ class Dispatcher:
         timeout = _Deadline(context.deadline, self._deadlines)
         try:
             with timeout:
-                await limiter.acquire()
+                await limiter.acquire(caller)
                 try:
                     return await run()
                 finally:
-                    limiter.release()
+                    limiter.release(caller)
         except TimeoutError as exc:
             if not timeout.expired():
                 error = _error_text(exc)

@@ -183,6 +183,22 @@ class Pump:
             # reply pays one check, not one each (each costs syscalls in libzmq).
             self._soon()
 
+    def probe(self, frames: list[bytes]) -> bool:
+        """Send ``frames`` (a ROUTER's: routing id first) now, ahead of anything queued;
+        False only when libzmq holds no connection for that routing id (EHOSTUNREACH,
+        with ROUTER_MANDATORY), i.e. the peer is gone. A full pipe counts as there."""
+        if self._closed:
+            return True
+        try:
+            _send(self.sock, frames)
+        except zmq.Again:
+            return True
+        except zmq.ZMQError as exc:
+            return exc.errno != errno.EHOSTUNREACH
+        self.messages_out += 1
+        self.bytes_out += sum(map(len, frames))
+        return True
+
     def _send_now(self, frames: list[bytes]) -> bool:
         """Hand ``frames`` to libzmq if nothing is queued before them, else queue them;
         True if libzmq took them."""
