@@ -402,6 +402,7 @@ class Node(AsyncResource):
                 self.config.port,
                 self._on_router_frames,
                 on_event=self._on_router_event,
+                keep_alive=True,
             )
             self._pub, self._pub_port = self._transport.publisher(self._host, self.config.pub_port)
         except BaseException:

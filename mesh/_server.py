@@ -114,6 +114,11 @@ class _Limiter:
             bool(caller) and (len(line) if line else 0) >= self._cap_queue
         )
 
+    @property
+    def full(self) -> bool:
+        """Every slot is taken and the queue is full."""
+        return self._running >= self._concurrency and self._waiting >= self._queue
+
     def running_of(self, caller: str) -> int:
         """Slots ``caller`` holds now."""
         return self._running_by.get(caller, 0)
@@ -533,7 +538,10 @@ class Dispatcher:
             stats.rejected(started, "overloaded")
             raise Overloaded(
                 f"{spec.target}: {service.concurrency} calls running and {service.queue} "
-                "waiting, or this caller's share of them (limits.caller_share); "
+                "waiting; try again later"
+                if limiter.full
+                else f"{spec.target}: this caller runs {limiter.running_of(caller)} calls "
+                "and has its share of the queue waiting (limits.caller_share); "
                 "try again later",
                 service=spec.service,
                 method=spec.name,

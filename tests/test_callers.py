@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ import zmq.asyncio
 import mesh
 from mesh._server import _Limiter
 from mesh._wire import Call, Codec, Error, Hello, Reply, Welcome
+from tests.programs import ROOT, before_exec, node_env
 from tests.waiting import wait_until
 
 codec = Codec()
@@ -266,3 +270,71 @@ async def test_the_limiter_gives_each_caller_its_share() -> None:
     for _ in range(3):
         await limiter_all.acquire("")
     assert limiter_all.refuses("")
+
+
+CLIENT = """
+import asyncio, sys
+import mesh
+
+async def main() -> None:
+    config = mesh.Config.from_env(name="greedy")
+    async with mesh.Node(config) as node:
+        await node.connect(sys.argv[1])
+        calls = [
+            asyncio.ensure_future(node.call("slow.hold", 3600.0, timeout=3600))
+            for _ in range(60)
+        ]
+        print("sent", flush=True)
+        await asyncio.gather(*calls, return_exceptions=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_paused_client_process_loses_its_calls() -> None:
+    """A real client process (a mesh.Node) with 60 hour-long calls in flight is paused
+    (SIGSTOP: no reset, no GOODBYE): its heartbeats stop, libzmq drops its connection
+    after the node's heartbeat timeout (3 s), and two caller checks later its 50 running calls are
+    cancelled and the service serves another caller."""
+    cancelled = 0
+
+    async def hold(seconds: float) -> float:
+        nonlocal cancelled
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        return seconds
+
+    async with mesh.Node(config("target")) as node, mesh.Node(config("other")) as other:
+        node.add_service(hold, name="slow.hold")
+        env = node_env(MESH_HOST="127.0.0.1")
+        proc = subprocess.Popen(  # noqa: ASYNC220  (returns at once; ended by PID below)
+            [sys.executable, "-c", CLIENT, node.address],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            preexec_fn=before_exec(),
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+            assert line == b"sent\n"
+            await wait_until(lambda: node.statistics().calls_in_flight == 60, 10.0)
+            await other.connect(node.address)
+            assert await other.call("slow.hold", 0.01, timeout=5) == 0.01  # its share
+            proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            # the node's heartbeat timeout (3 s, pings every 1 s) and two checks
+            # (0.2 s): ~4.2 s; twice that and more on a loaded machine
+            await wait_until(lambda: node.statistics().calls_in_flight == 0, 12.0)
+            print(f"a paused client's calls cancelled {time.monotonic() - started:.2f} s after")
+            assert cancelled == 50
+            assert node.statistics().callers_lost == 1
+            assert await other.call("slow.hold", 0.01, timeout=5) == 0.01
+        finally:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
+            if proc.stdout is not None:
+                proc.stdout.close()
