@@ -84,6 +84,8 @@ def demo(count: int, keep: bool, as_json: bool) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    for sig in STOP_SIGNALS:  # stopping already: another one must not cut that short
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -109,9 +111,7 @@ def _demo(count: int, keep: bool, as_json: bool) -> None:
         if keep:
             offered = {name for n in result["nodes"] for name in n["services"]}
             tries = _tries(mesh_name, seed, offered)
-            if as_json:
-                click.echo(json.dumps({**result, "try": tries}, default=repr))
-            kept = _keep(procs, names, mesh_name, tries, as_json)
+            kept = _keep(procs, names, mesh_name, tries, result if as_json else None)
     finally:
         codes = _stop(procs)
     if any(code != 0 for code in codes):
@@ -423,18 +423,24 @@ def _keep(
     names: list[str],
     mesh_name: str,
     tries: list[str],
-    as_json: bool,
+    result: dict[str, Any] | None,
 ) -> float:
-    """Print what to try on the running mesh, then wait for Ctrl-C (or a node's end);
-    returns the seconds it waited."""
+    """Print what to try on the running mesh (with ``result``, the tour's, as JSON), then
+    wait for Ctrl-C, SIGTERM or SIGHUP (or a node's end); returns the seconds it waited.
+    A stop signal once the tour is done stops the demo cleanly, even while it prints."""
     began = time.perf_counter()
-    if not as_json:
-        click.echo(f"\nthe mesh {mesh_name} keeps running ({_plural(len(procs), 'node')}); try:\n")
-        for line in tries:
-            click.echo(f"  {line}")
-        click.echo("\nCtrl-C stops it.")
-    sys.stdout.flush()
+    as_json = result is not None
     try:
+        if result is not None:
+            click.echo(json.dumps({**result, "try": tries}, default=repr))
+        else:
+            click.echo(
+                f"\nthe mesh {mesh_name} keeps running ({_plural(len(procs), 'node')}); try:\n"
+            )
+            for line in tries:
+                click.echo(f"  {line}")
+            click.echo("\nCtrl-C stops it.")
+        sys.stdout.flush()
         while True:
             for proc, name in zip(procs, names, strict=True):
                 if proc.poll() is not None:
