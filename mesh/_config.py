@@ -213,7 +213,7 @@ class Limits:
     #: At most half of ``max_gossip_peers``. A node needs one to answer to learn the mesh.
     max_pending_joins: int = 256
 
-    # -- callers (issue 20, items 8 and 9) --
+    # -- callers: sessions and slots of callers gone without a GOODBYE --
     #: Percent of a service's slots (``concurrency``) and of its queue that one caller
     #: (a node id) may hold at once; its calls beyond its share of the slots wait, and
     #: beyond its share of the queue are refused with Overloaded. 100 turns it off.
@@ -316,7 +316,7 @@ class Timings:
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     #: Restarts of crashed services, and when to give up.
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
-    # -- callers (issue 20, items 8 and 9) --
+    # -- callers: sessions and slots of callers gone without a GOODBYE --
     #: A caller's session (its HELLO) ends after this long with no message from it and
     #: no call of its in flight; its next call is refused with SessionLost, and the
     #: caller shakes hands again and sends it once more (docs/architecture.md).

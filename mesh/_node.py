@@ -874,7 +874,7 @@ class Node(AsyncResource):
 
     async def _check_callers(self) -> None:
         """Every ``timings.caller_check``: end the sessions of callers gone without a
-        GOODBYE. A ROUTER does not say which peer left, so (issue 20, items 8 and 9):
+        GOODBYE. A ROUTER does not say which peer left, so:
         - a session with nothing from its caller for ``timings.session_idle`` and no
           call in flight ends (the caller shakes hands again on its next call);
         - a caller with calls in flight that sent nothing since the last check is

@@ -72,9 +72,9 @@ class _Limiter:
     """``concurrency`` calls run at once; ``queue`` more wait; the rest are refused.
 
     One caller (a node id) runs at most ``share`` percent of the slots and waits in at
-    most ``share`` percent of the queue, so one caller alone cannot take a service
-    (issue 20, item 9): its calls beyond its share of the slots wait while others' run,
-    and beyond its share of the queue are refused. A freed slot goes to the first
+    most ``share`` percent of the queue, so one caller alone cannot take a service: its
+    calls beyond its share of the slots wait while others' run, and beyond its share of
+    the queue are refused. A freed slot goes to the first
     caller in line (callers take turns) that is below its share. The caller ``""``
     (this node's own calls) has no share: it may take every slot.
 

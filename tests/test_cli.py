@@ -51,6 +51,17 @@ def processes_of(mesh_name: str) -> list[int]:
     return found
 
 
+def kept_demo(nodes: int) -> subprocess.Popen[str]:
+    """``meshctl demo --keep --json`` running, with no MESH_* setting of the test run."""
+    return subprocess.Popen(
+        [MESHCTL, "demo", "--keep", "--json", "--nodes", str(nodes)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
+    )
+
+
 def assert_none_left(mesh_name: str) -> None:
     assert mesh_name.startswith("demo-")
     assert processes_of(mesh_name) == []
@@ -140,13 +151,7 @@ def test_demo_for_people_prints_the_nodes_and_services_tables() -> None:
 @pytest.mark.timeout(60)
 def test_demo_keep_runs_until_interrupted_and_says_what_to_try() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    proc = subprocess.Popen(
-        [MESHCTL, "demo", "--keep", "--json", "--nodes", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = kept_demo(3)
     mesh_name = ""
     try:
         assert proc.stdout is not None
@@ -189,14 +194,7 @@ def test_demo_keep_runs_until_interrupted_and_says_what_to_try() -> None:
 def test_demo_keep_stopped_by_a_signal_leaves_no_node_running(sig: signal.Signals) -> None:
     """SIGTERM and SIGHUP stop the demo as Ctrl-C does (its nodes leave cleanly, exit 0);
     even after a SIGKILL of the demo, its nodes get SIGTERM (they die with their parent)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    proc = subprocess.Popen(
-        [MESHCTL, "demo", "--keep", "--json", "--nodes", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = kept_demo(2)
     mesh_name = ""
     try:
         assert proc.stdout is not None

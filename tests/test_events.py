@@ -488,56 +488,60 @@ async def test_history_replays_the_last_events_then_live_ones_without_gaps_or_re
 # -- hostile input -----------------------------------------------------------------------------
 
 
-async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keeps_serving() -> None:
+@asynccontextmanager
+async def rogue_publisher(node: Node, hwm: int = 1_000) -> AsyncIterator[Any]:
+    """A raw PUB socket that ``node`` follows as the live member "rogue" ("f" * 32): the
+    bus follows whatever live member lists a pub address."""
     import zmq
     import zmq.asyncio
 
     from mesh._catalog import Record
+
+    context = zmq.asyncio.Context()
+    rogue = context.socket(zmq.PUB)
+    rogue.setsockopt(zmq.SNDHWM, hwm)
+    port = rogue.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        record = Record("f" * 32, "rogue", node.mesh, addresses={"pub": f"tcp://127.0.0.1:{port}"})
+        node._events.member_changed(MemberInfo("f" * 32, "rogue", "alive", 1, "", record=record))
+        yield rogue
+    finally:
+        rogue.close(linger=0)
+        context.term()
+
+
+async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keeps_serving() -> None:
     from mesh._wire import Codec
     from mesh._wire import Event as WireEvent
 
-    async with mesh_of(1) as (node,):
+    async with mesh_of(1) as (node,), rogue_publisher(node) as rogue:
         sub = node.subscribe("")
-        context = zmq.asyncio.Context()
-        rogue = context.socket(zmq.PUB)
-        port = rogue.bind_to_random_port("tcp://127.0.0.1")
-        try:
-            # the bus follows whatever live member lists a pub address: make it follow ours
-            record = Record(
-                "f" * 32, "rogue", node.mesh, addresses={"pub": f"tcp://127.0.0.1:{port}"}
-            )
-            node._events.member_changed(
-                MemberInfo("f" * 32, "rogue", "alive", 1, "", record=record)
-            )
-            codec = Codec()
-            good = codec.encode_event(WireEvent("ok.topic", "f" * 32, 1, 0.0, "fine"))
-            bad = [
-                [b"ok.topic"],  # no payload
-                [b"ok.topic", b"\xc1"],  # not msgpack
-                [b"ok.topic", good[1][:-3]],  # truncated
-                [b"other", good[1]],  # topic frame and payload disagree
-                codec.encode_event(WireEvent("$mesh.node.failed", "f" * 32, 1, 0.0, {})),
-            ]
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # until the SUB socket follows it
-                await rogue.send_multipart(good)
-                await asyncio.sleep(0.02)
-                if any(e.topic == "ok.topic" for e in await take(sub, sub.pending())):
-                    break
-            for frames in bad:
-                await rogue.send_multipart(frames)
-            await rogue.send_multipart(
-                codec.encode_event(WireEvent("ok.topic", "f" * 32, 10**6, 0.0, "still here"))
-            )
-            (event,) = await take(sub, 1)
-            assert event.data == "still here"  # nothing malformed or forged got through
-            stats = node.statistics().events
-            assert stats is not None
-            assert stats.protocol_errors == len(bad)
-            assert await node.publish("ok.topic", 1)  # and the node keeps working
-        finally:
-            rogue.close(linger=0)
-            context.term()
+        codec = Codec()
+        good = codec.encode_event(WireEvent("ok.topic", "f" * 32, 1, 0.0, "fine"))
+        bad = [
+            [b"ok.topic"],  # no payload
+            [b"ok.topic", b"\xc1"],  # not msgpack
+            [b"ok.topic", good[1][:-3]],  # truncated
+            [b"other", good[1]],  # topic frame and payload disagree
+            codec.encode_event(WireEvent("$mesh.node.failed", "f" * 32, 1, 0.0, {})),
+        ]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until the SUB socket follows it
+            await rogue.send_multipart(good)
+            await asyncio.sleep(0.02)
+            if any(e.topic == "ok.topic" for e in await take(sub, sub.pending())):
+                break
+        for frames in bad:
+            await rogue.send_multipart(frames)
+        await rogue.send_multipart(
+            codec.encode_event(WireEvent("ok.topic", "f" * 32, 10**6, 0.0, "still here"))
+        )
+        (event,) = await take(sub, 1)
+        assert event.data == "still here"  # nothing malformed or forged got through
+        stats = node.statistics().events
+        assert stats is not None
+        assert stats.protocol_errors == len(bad)
+        assert await node.publish("ok.topic", 1)  # and the node keeps working
 
 
 # -- bounds: history bytes, topic counters, arrivals (issue 20, item 10) -------------------------
@@ -686,10 +690,6 @@ async def test_replay_still_gives_recent_topics_and_numbers_go_on_after_eviction
 
 
 async def test_a_peer_publishing_to_very_many_topics_cannot_grow_a_subscribers_arrivals() -> None:
-    import zmq
-    import zmq.asyncio
-
-    from mesh._catalog import Record
     from mesh._wire import Codec
     from mesh._wire import Event as WireEvent
 
@@ -697,17 +697,7 @@ async def test_a_peer_publishing_to_very_many_topics_cannot_grow_a_subscribers_a
     topics = 20_000
     async with mesh_of(1, limits=Limits(event_arrivals=most)) as (node,):
         sub = node.subscribe("", maxsize=topics + 100)
-        context = zmq.asyncio.Context()
-        rogue = context.socket(zmq.PUB)
-        rogue.setsockopt(zmq.SNDHWM, 1_000_000)
-        port = rogue.bind_to_random_port("tcp://127.0.0.1")
-        try:
-            record = Record(
-                "f" * 32, "rogue", node.mesh, addresses={"pub": f"tcp://127.0.0.1:{port}"}
-            )
-            node._events.member_changed(
-                MemberInfo("f" * 32, "rogue", "alive", 1, "", record=record)
-            )
+        async with rogue_publisher(node, hwm=1_000_000) as rogue:
             codec = Codec()
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:  # until the SUB socket follows it
@@ -742,9 +732,6 @@ async def test_a_peer_publishing_to_very_many_topics_cannot_grow_a_subscribers_a
                 f"{topics:,} topics from a peer: {stats.arrivals} arrivals kept "
                 f"(bound {most}), {stats.arrivals_evicted:,} evicted"
             )
-        finally:
-            rogue.close(linger=0)
-            context.term()
 
 
 async def test_a_gap_is_filled_from_the_publishers_ring_when_it_published_more_since() -> None:
