@@ -514,34 +514,35 @@ async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keep
     from mesh._wire import Codec
     from mesh._wire import Event as WireEvent
 
-    async with mesh_of(1) as (node,), rogue_publisher(node) as rogue:
-        sub = node.subscribe("")
-        codec = Codec()
-        good = codec.encode_event(WireEvent("ok.topic", "f" * 32, 1, 0.0, "fine"))
-        bad = [
-            [b"ok.topic"],  # no payload
-            [b"ok.topic", b"\xc1"],  # not msgpack
-            [b"ok.topic", good[1][:-3]],  # truncated
-            [b"other", good[1]],  # topic frame and payload disagree
-            codec.encode_event(WireEvent("$mesh.node.failed", "f" * 32, 1, 0.0, {})),
-        ]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # until the SUB socket follows it
-            await rogue.send_multipart(good)
-            await asyncio.sleep(0.02)
-            if any(e.topic == "ok.topic" for e in await take(sub, sub.pending())):
-                break
-        for frames in bad:
-            await rogue.send_multipart(frames)
-        await rogue.send_multipart(
-            codec.encode_event(WireEvent("ok.topic", "f" * 32, 10**6, 0.0, "still here"))
-        )
-        (event,) = await take(sub, 1)
-        assert event.data == "still here"  # nothing malformed or forged got through
-        stats = node.statistics().events
-        assert stats is not None
-        assert stats.protocol_errors == len(bad)
-        assert await node.publish("ok.topic", 1)  # and the node keeps working
+    async with mesh_of(1) as (node,):
+        sub = node.subscribe("")  # first: the bus follows publishers once it subscribes
+        async with rogue_publisher(node) as rogue:
+            codec = Codec()
+            good = codec.encode_event(WireEvent("ok.topic", "f" * 32, 1, 0.0, "fine"))
+            bad = [
+                [b"ok.topic"],  # no payload
+                [b"ok.topic", b"\xc1"],  # not msgpack
+                [b"ok.topic", good[1][:-3]],  # truncated
+                [b"other", good[1]],  # topic frame and payload disagree
+                codec.encode_event(WireEvent("$mesh.node.failed", "f" * 32, 1, 0.0, {})),
+            ]
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # until the SUB socket follows it
+                await rogue.send_multipart(good)
+                await asyncio.sleep(0.02)
+                if any(e.topic == "ok.topic" for e in await take(sub, sub.pending())):
+                    break
+            for frames in bad:
+                await rogue.send_multipart(frames)
+            await rogue.send_multipart(
+                codec.encode_event(WireEvent("ok.topic", "f" * 32, 10**6, 0.0, "still here"))
+            )
+            (event,) = await take(sub, 1)
+            assert event.data == "still here"  # nothing malformed or forged got through
+            stats = node.statistics().events
+            assert stats is not None
+            assert stats.protocol_errors == len(bad)
+            assert await node.publish("ok.topic", 1)  # and the node keeps working
 
 
 # -- bounds: history bytes, topic counters, arrivals (issue 20, item 10) -------------------------
