@@ -74,9 +74,9 @@ class _Limiter:
     One caller (a node id) runs at most ``share`` percent of the slots and waits in at
     most ``share`` percent of the queue, so one caller alone cannot take a service: its
     calls beyond its share of the slots wait while others' run, and beyond its share of
-    the queue are refused. A freed slot goes to the first
-    caller in line (callers take turns) that is below its share. The caller ``""``
-    (this node's own calls) has no share: it may take every slot.
+    the queue are refused. A freed slot goes to the first caller in line (callers take
+    turns) that is below its share. The caller ``""`` (this node's own calls) has no
+    share: it may take every slot.
 
     Counters and FIFOs of futures: cheaper than asyncio.Semaphore on the hot path,
     where a slot is free and nothing needs to wait.
