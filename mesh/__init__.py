@@ -3,7 +3,6 @@
 import logging
 
 from . import sync
-from ._client import RoutedStream, Stream
 from ._config import (
     ENV_VARS,
     PROFILES,
@@ -13,7 +12,13 @@ from ._config import (
     SupervisionSettings,
     Timings,
 )
-from ._context import CallContext, current_call
+from ._core.events import SYSTEM_TOPICS, Event, TopicStatistics
+from ._core.listing import MemberInfo, MeshChange, Provider, ServiceListing
+from ._core.stats import (
+    HistogramSnapshot,
+    MethodStatistics,
+    ServiceStatistics,
+)
 from ._errors import (
     AuthenticationFailed,
     CallError,
@@ -38,22 +43,17 @@ from ._errors import (
     UnknownMethod,
     WrongMesh,
 )
-from ._eventbus import EventStatistics, Subscription
-from ._events import SYSTEM_TOPICS, Event, TopicStatistics
-from ._handshake import PeerInfo
-from ._listing import MemberInfo, MeshChange, Provider, ServiceListing
-from ._node import Node, NodeStatistics, Proxy, ProxyMethod
-from ._remote import Client, Ping
-from ._security import write_keypair, write_secret
-from ._server import Worker, WorkerStatus
-from ._services import MethodSpec, ServiceSpec, method, on_event, service, stream
-from ._stats import (
-    HistogramSnapshot,
-    MethodStatistics,
-    ProcessStatistics,
-    ServiceStatistics,
-)
-from ._wire import PROTOCOL_MAX, PROTOCOL_MIN, TypeRegistry, register_type
+from ._io.process import ProcessStatistics
+from ._io.security import write_keypair, write_secret
+from ._node.eventbus import EventStatistics, Subscription
+from ._node.node import Node, NodeStatistics, Proxy, ProxyMethod
+from ._node.remote import Client, Ping
+from ._rpc.context import CallContext, current_call
+from ._rpc.outbound import RoutedStream, Stream
+from ._rpc.server import Worker, WorkerStatus
+from ._rpc.services import MethodSpec, ServiceSpec, method, on_event, service, stream
+from ._wire.codec import PROTOCOL_MAX, PROTOCOL_MIN, TypeRegistry, register_type
+from ._wire.handshake import PeerInfo
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._errors import ConfigError
-from ._keys import decode_key
+from ._util.keys import decode_key
 
 __all__ = [
     "ENV_VARS",
@@ -541,7 +541,7 @@ class Config:
 
     @staticmethod
     def _interface_address(item: str) -> str:
-        from ._interfaces import ipv4_addresses
+        from ._io.interfaces import ipv4_addresses
 
         try:
             return ipv4_addresses([item])[0]

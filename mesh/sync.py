@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from ._client import DEFAULT_WINDOW, Outgoing
 from ._config import Config
 from ._errors import CallTimeout, ConnectTimeout, ProtocolError, SessionLost, error_from_wire
-from ._handshake import PeerInfo, accept_welcome, hello, parse_address
-from ._security import Security
-from ._transport import BlockingDealer
-from ._wire import (
+from ._io.security import Security
+from ._io.transport import BlockingDealer
+from ._rpc.outbound import DEFAULT_WINDOW, Outgoing
+from ._wire.codec import (
     Cancel,
     Codec,
     Credit,
@@ -36,6 +35,7 @@ from ._wire import (
     StreamItem,
     Welcome,
 )
+from ._wire.handshake import PeerInfo, accept_welcome, hello, parse_address
 
 __all__ = ["Client", "SyncStream", "connect"]
 

@@ -33,11 +33,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._config import Config
-from ._context import CallContext, _current
 from ._errors import MeshError
-from ._node import Node
-from ._resource import AsyncResource
-from ._services import _METHOD_ATTR, _SERVICE_ATTR, _MethodMeta, _ServiceMeta
+from ._node.node import Node
+from ._rpc.context import CallContext, _current
+from ._rpc.services import _METHOD_ATTR, _SERVICE_ATTR, _MethodMeta, _ServiceMeta
+from ._util.resource import AsyncResource
 
 # The fixtures (mesh_config, mesh_cluster, mesh_node) are found by pytest, not imported.
 __all__ = ["TEST_CALLER", "Cluster", "call", "call_context", "call_handler", "fresh_config"]

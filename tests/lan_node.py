@@ -48,8 +48,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh import Config, MeshError, Node, method, service
-from mesh._aio import wait_set
-from mesh._stats import process_statistics
+from mesh._io.process import process_statistics
+from mesh._util.aio import wait_set
 
 #: Statuses from best to worst, for names held by two members (a restart).
 _RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
@@ -117,7 +117,7 @@ async def report_views(node: Node) -> None:
     try:
         while True:
             # not asyncio.wait_for: on 3.11 it may lose the cancellation that stops this
-            # loop (mesh._aio), and the node would never exit on SIGTERM
+            # loop (mesh._util.aio), and the node would never exit on SIGTERM
             await wait_set(changed, HEARTBEAT)
             changed.clear()
             view = view_of(node)

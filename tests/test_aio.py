@@ -1,4 +1,4 @@
-"""Waiting for an asyncio.Event with a timeout keeps a cancellation (mesh._aio.wait_set):
+"""Waiting for an asyncio.Event with a timeout keeps a cancellation (mesh._util.aio.wait_set):
 the loops of a node that wait this way (the supervisor, the job runner's) end when
 they are cancelled, so closing a node never hangs. On Python 3.11,
 ``asyncio.wait_for(event.wait(), t)`` loses a cancellation that arrives in the loop
@@ -10,8 +10,8 @@ import asyncio
 import dataclasses
 
 from mesh import Limits, Node, SupervisionSettings, method, service
-from mesh._aio import wait_set
-from mesh._transport import Transport
+from mesh._io.transport import Transport
+from mesh._util.aio import wait_set
 from mesh.testing import fresh_config
 
 

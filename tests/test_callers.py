@@ -19,8 +19,8 @@ import zmq
 import zmq.asyncio
 
 import mesh
-from mesh._server import _Limiter
-from mesh._wire import Call, Codec, Error, Hello, Reply, Welcome
+from mesh._rpc.server import _Limiter
+from mesh._wire.codec import Call, Codec, Error, Hello, Reply, Welcome
 from tests.programs import ROOT, before_exec, node_env
 from tests.waiting import wait_until
 

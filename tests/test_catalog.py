@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh._catalog import (
+from mesh._config import PROFILES, MembershipSettings
+from mesh._core.catalog import (
     RECORD_SHARE,
     STATS_SHARE,
     Catalog,
@@ -34,11 +35,10 @@ from mesh._catalog import (
     services_from,
     stats_interval,
 )
-from mesh._config import PROFILES, MembershipSettings
+from mesh._core.membership import Advert, Member, Membership
+from mesh._core.stats import MethodStats, ServiceStatistics
 from mesh._errors import MeshError, ProtocolError, RecordTooLarge
-from mesh._membership import Advert, Member, Membership
-from mesh._services import ServiceRegistry, method, service
-from mesh._stats import MethodStats, ServiceStatistics
+from mesh._rpc.services import ServiceRegistry, method, service
 
 SETTINGS = MembershipSettings()
 KEY = "rq:rt$JMJH3.W$}tNCE+8h]FVN1r?3fhY6RfBX^l"  # 40 characters of Z85

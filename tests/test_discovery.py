@@ -23,7 +23,8 @@ from zeroconf import BadTypeInNameException
 from zeroconf._utils.name import service_type_name
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from mesh._discovery import (
+from mesh._errors import ConfigError, ProtocolError
+from mesh._io.discovery import (
     MAX_TXT_ITEM,
     SERVICE_TYPE,
     Discovery,
@@ -33,8 +34,7 @@ from mesh._discovery import (
     encode_txt,
     instance_name,
 )
-from mesh._errors import ConfigError, ProtocolError
-from mesh._keys import encode_key, z85_encode
+from mesh._util.keys import encode_key, z85_encode
 from tests.lan import Lan
 from tests.waiting import wait_until
 
@@ -555,7 +555,7 @@ async def test_close_while_announcing_and_resolving(mesh_name: str) -> None:
 
 NODE = """
 import asyncio, dataclasses, json, sys, time
-from mesh._discovery import Discovery, Sighting
+from mesh._io.discovery import Discovery, Sighting
 
 node_id, name, mesh, ip, want = sys.argv[1:6]
 
@@ -613,7 +613,7 @@ def test_two_hosts_find_each_other_on_eth0(lan_factory: Callable[[int], Lan]) ->
 
 NOT_HERE = """
 import asyncio, secrets
-from mesh._discovery import Discovery, Sighting
+from mesh._io.discovery import Discovery, Sighting
 
 async def main():
     me = Sighting(secrets.token_hex(16), "x", "m", (1, 1), "tcp://127.0.0.1:1",

@@ -29,8 +29,8 @@ from mesh import (
     on_event,
     service,
 )
-from mesh._events import Arrivals, Sequencer, SystemEvents
-from mesh._listing import MemberInfo
+from mesh._core.events import Arrivals, Sequencer, SystemEvents
+from mesh._core.listing import MemberInfo
 from tests.programs import node_env, node_program, read_line, stop
 from tests.test_mesh import eventually
 
@@ -239,7 +239,7 @@ def test_a_publishers_ring_keeps_the_last_events_of_each_topic() -> None:
 
 
 def test_system_events_follow_members_services_and_topics() -> None:
-    from mesh._catalog import Record, ServiceInfo
+    from mesh._core.catalog import Record, ServiceInfo
 
     def info(status: str, services: tuple[str, ...] = (), topics: tuple[str, ...] = ()) -> Any:
         record = Record(
@@ -495,7 +495,7 @@ async def rogue_publisher(node: Node, hwm: int = 1_000) -> AsyncIterator[Any]:
     import zmq
     import zmq.asyncio
 
-    from mesh._catalog import Record
+    from mesh._core.catalog import Record
 
     context = zmq.asyncio.Context()
     rogue = context.socket(zmq.PUB)
@@ -511,8 +511,8 @@ async def rogue_publisher(node: Node, hwm: int = 1_000) -> AsyncIterator[Any]:
 
 
 async def test_malformed_and_forged_event_messages_are_counted_and_the_node_keeps_serving() -> None:
-    from mesh._wire import Codec
-    from mesh._wire import Event as WireEvent
+    from mesh._wire.codec import Codec
+    from mesh._wire.codec import Event as WireEvent
 
     async with mesh_of(1) as (node,):
         sub = node.subscribe("")  # first: the bus follows publishers once it subscribes
@@ -556,7 +556,7 @@ def rss_bytes() -> int:
 
 
 def test_the_history_is_bounded_in_bytes_over_all_topics_the_oldest_going_first() -> None:
-    from mesh._events import EVENT_COST, TOPIC_COST
+    from mesh._core.events import EVENT_COST, TOPIC_COST
 
     bound = 1 * MiB
     seq = Sequencer("me", history=100, max_bytes=bound)
@@ -691,8 +691,8 @@ async def test_replay_still_gives_recent_topics_and_numbers_go_on_after_eviction
 
 
 async def test_a_peer_publishing_to_very_many_topics_cannot_grow_a_subscribers_arrivals() -> None:
-    from mesh._wire import Codec
-    from mesh._wire import Event as WireEvent
+    from mesh._wire.codec import Codec
+    from mesh._wire.codec import Event as WireEvent
 
     most = 2_000
     topics = 20_000

@@ -8,7 +8,7 @@ it down), so its SUB socket keeps the TCP connection to the publisher's PUB; the
 publisher's kernel retransmits what it sent during the cut with a doubling backoff
 (13 s after a 14 s cut), and a SUB socket sends nothing that would prompt it. Calls
 sent into a cut wait the same way. The fix: ZMTP heartbeats on SUB and DEALER sockets
-(mesh/_transport.py, ``_keep_alive``). These tests require the events published, and
+(mesh/_io/transport.py, ``_keep_alive``). These tests require the events published, and
 the calls made, after the heal to go through within seconds.
 """
 

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mesh._catalog as catalog
-import mesh._gossip_wire as gossip_wire
-import mesh._membership as membership
-from mesh._catalog import (
+import mesh._core.catalog as catalog
+import mesh._core.membership as membership
+import mesh._wire.gossip as gossip_wire
+from mesh._config import Limits
+from mesh._core.catalog import (
     MethodInfo,
     NodeLoad,
     Record,
@@ -31,11 +32,10 @@ from mesh._catalog import (
     StatsPull,
     StatsReply,
 )
-from mesh._config import Limits
+from mesh._core.membership import Ack, Gossip, Member, Nack, Ping, PingReq, Status, Sync
 from mesh._errors import ProtocolError
-from mesh._gossip_wire import GossipCodec, GossipKind, GossipMessage, source_of
-from mesh._membership import Ack, Gossip, Member, Nack, Ping, PingReq, Status, Sync
-from mesh._wire import Call, Kind
+from mesh._wire.codec import Call, Kind
+from mesh._wire.gossip import GossipCodec, GossipKind, GossipMessage, source_of
 from tests.test_catalog import records, stats_values
 
 A = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -589,7 +589,7 @@ def test_frames_with_one_byte_changed_decode_or_raise_protocol_error(
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 _SECTION = re.compile(r"^## \d+\. Gossip messages$(.*?)(?=^## |\Z)", re.MULTILINE | re.DOTALL)
 # Examples here are fenced ``py`` (not ``python``, which tests/test_protocol_doc.py reads
-# with the names of mesh._wire) and followed by a fenced ``hex`` block.
+# with the names of mesh._wire.codec) and followed by a fenced ``hex`` block.
 _PAIR = re.compile(
     r"^```py[ \t]*\n(?P<python>.*?)^```[ \t]*\n\s*^```hex[ \t]*\n(?P<hex>.*?)^```[ \t]*$",
     re.MULTILINE | re.DOTALL,

@@ -17,8 +17,8 @@ import zmq
 import zmq.asyncio
 
 import mesh
-from mesh._security import Security
-from mesh._wire import (
+from mesh._io.security import Security
+from mesh._wire.codec import (
     Call,
     Codec,
     Credit,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from mesh import ConfigError, Node, Reject, current_call, method, service
-from mesh._jobs import DedupWindow, Job, check_retries, choose_store, is_last, next_delay
-from mesh._wire import ProtocolError
+from mesh._core.jobs import DedupWindow, Job, check_retries, choose_store, is_last, next_delay
+from mesh._wire.codec import ProtocolError
 from tests.programs import node_env, node_program, read_line
 from tests.test_mesh import eventually
 

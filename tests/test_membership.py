@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mesh._config import PROFILES, MembershipSettings
-from mesh._membership import (
+from mesh._core.membership import (
     LOSS_MEMORY,
     MAX_INCARNATION_JUMP,
     Ack,

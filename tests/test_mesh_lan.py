@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from mesh import PROFILES, write_secret
-from mesh._membership import suspicion_bounds
+from mesh._core.membership import suspicion_bounds
 from tests.lan import Lan
 from tests.lan_cluster import (
     GONE,

@@ -14,10 +14,10 @@ import msgpack
 import pytest
 
 from mesh import Limits, Node, write_keypair, write_secret
-from mesh._gossip_wire import GossipCodec, GossipMessage
-from mesh._membership import Gossip, Member, Status
-from mesh._security import Security
-from mesh._transport import Transport
+from mesh._core.membership import Gossip, Member, Status
+from mesh._io.security import Security
+from mesh._io.transport import Transport
+from mesh._wire.gossip import GossipCodec, GossipMessage
 from tests.test_mesh import Calc, eventually, listed_by_all, statuses
 
 

@@ -21,10 +21,10 @@ from mesh import (
     IncompatibleVersion,
     Node,
     WrongMesh,
-    _transport,
 )
-from mesh._transport import Transport
-from mesh._wire import Call, Codec, Error, Goodbye, Hello, Kind, Welcome
+from mesh._io import transport as _transport
+from mesh._io.transport import Transport
+from mesh._wire.codec import Call, Codec, Error, Goodbye, Hello, Kind, Welcome
 from tests.waiting import wait_until
 
 codec = Codec()
@@ -497,7 +497,7 @@ async def test_reused_call_id_is_dropped_not_answered(zctx: RawSockets) -> None:
         await asyncio.sleep(0.1)
         gate.set()
         answer = codec.decode(await asyncio.wait_for(sock.recv(), 2))
-        assert answer == mesh._wire.Reply(5, "first")
+        assert answer == mesh._wire.codec.Reply(5, "first")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(sock.recv(), 0.2)  # nothing else
         assert a.statistics().protocol_errors == 1
@@ -537,10 +537,12 @@ async def test_a_peer_flooding_a_stream_beyond_its_credit_is_stopped(zctx: RawSo
         call = codec.decode(frame)
         assert isinstance(call, Call)
         for i in range(call.credit + 10):  # ignores the credit it was given
-            await sock.send_multipart([rid, codec.encode(mesh._wire.StreamItem(call.call_id, i))])
+            await sock.send_multipart(
+                [rid, codec.encode(mesh._wire.codec.StreamItem(call.call_id, i))]
+            )
         while True:  # grants (CREDIT) may come first; then the caller must say stop
             rid, frame = await sock.recv_multipart()
-            if isinstance(codec.decode(frame), mesh._wire.Cancel):
+            if isinstance(codec.decode(frame), mesh._wire.codec.Cancel):
                 break
 
     served = asyncio.create_task(rogue())

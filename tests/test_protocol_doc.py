@@ -1,7 +1,7 @@
 """docs/protocol.md: every example's hex is exactly what the codec produces, and decodes back.
 
 An example is a fenced ``python`` block holding one expression that builds a message
-(with the names of ``mesh._wire`` and the modules ``datetime`` and ``uuid`` in scope),
+(with the names of ``mesh._wire.codec`` and the modules ``datetime`` and ``uuid`` in scope),
 directly followed by a fenced ``hex`` block with the encoded bytes. For EVENT the hex
 is the payload frame (the second of the two PUB frames).
 """
@@ -18,8 +18,8 @@ from typing import Any
 import msgpack
 import pytest
 
-import mesh._wire as wire
-from mesh._wire import Codec, Event, EventBatch, Kind
+import mesh._wire.codec as wire
+from mesh._wire.codec import Codec, Event, EventBatch, Kind
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

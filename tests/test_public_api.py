@@ -66,8 +66,12 @@ def test_package_is_typed() -> None:
 
 def test_only_the_transport_and_security_import_zmq() -> None:
     package = Path(mesh.__file__).parent
-    importers = sorted(p.name for p in package.glob("*.py") if "import zmq" in p.read_text())
-    assert importers == ["_security.py", "_transport.py"]
+    importers = sorted(
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if "import zmq" in p.read_text()
+    )
+    assert importers == ["_io/security.py", "_io/transport.py"]
 
 
 def test_meshctl_is_a_click_group_with_a_version() -> None:

@@ -1,4 +1,4 @@
-"""The socket pump (mesh._transport.Pump): what a handler sends while the pump reads a
+"""The socket pump (mesh._io.transport.Pump): what a handler sends while the pump reads a
 batch of messages is sent at the batch's end and after its first message, in the
 order it was sent, and nothing of it is lost, whether messages come one at a time or
 in bursts of hundreds from several peers."""
@@ -11,7 +11,7 @@ import zmq
 import zmq.asyncio
 
 from mesh import Limits
-from mesh._transport import READ_BATCH, Pump, Transport
+from mesh._io.transport import READ_BATCH, Pump, Transport
 
 BURST = 3 * READ_BATCH + 7  # more than one full batch, and a partial one
 

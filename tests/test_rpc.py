@@ -17,7 +17,7 @@ import pytest
 import mesh
 import mesh.sync
 from mesh import Node, current_call, method, service, stream
-from mesh._context import CallContext
+from mesh._rpc.context import CallContext
 from nodes.calc import Calc
 from tests.security import MODES, KeyPool
 from tests.waiting import wait_until
@@ -474,7 +474,7 @@ async def test_a_handler_that_never_awaits_runs_inline_with_the_same_behaviour()
 
 
 def test_only_an_async_def_that_never_awaits_is_inline(security: str) -> None:
-    from mesh._services import never_suspends
+    from mesh._rpc.services import never_suspends
 
     async def plain(x: int) -> int:
         return x

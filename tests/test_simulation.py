@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mesh._config import PROFILES
-from mesh._membership import Change, Status, suspicion_bounds
+from mesh._core.membership import Change, Status, suspicion_bounds
 
 from .sim.network import Network, SimNode
 from .sim.scenarios import lossy, standard

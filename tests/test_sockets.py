@@ -25,9 +25,9 @@ import pytest
 import zmq
 
 import mesh
-from mesh._discovery import Sighting
-from mesh._gossip_wire import GossipCodec
-from mesh._membership import Ack, Member, Ping, Sync
+from mesh._core.membership import Ack, Member, Ping, Sync
+from mesh._io.discovery import Sighting
+from mesh._wire.gossip import GossipCodec
 from tests.programs import node_env, node_program, read_line, spawner, stop
 from tests.waiting import wait_until
 
@@ -35,7 +35,7 @@ from tests.waiting import wait_until
 
 
 def test_join_attempts_are_bounded_and_back_off() -> None:
-    from mesh._joins import JoinAttempts
+    from mesh._core.joins import JoinAttempts
 
     joins = JoinAttempts(2, timeout=5.0, initial=1.0, most=8.0, max_backoffs=3)
     assert joins.begin("a", 0.0)

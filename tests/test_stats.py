@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh._stats import (
+from mesh._core.stats import (
     HistogramSnapshot,
     LatencyHistogram,
     MethodStatistics,
     MethodStats,
     ServiceStatistics,
-    process_statistics,
 )
+from mesh._io.process import process_statistics
 
 US = 1e-6
 LAST = LatencyHistogram.BUCKETS - 1

@@ -1,4 +1,4 @@
-"""The pure part of supervision (mesh/_supervision.py), without sockets or a loop: the
+"""The pure part of supervision (mesh/_core/supervision.py), without sockets or a loop: the
 state machine of one service with ``now`` stepped by hand, cycle detection, dependency
 order; the supervision item of a service's listing; the events derived from listings."""
 
@@ -13,12 +13,10 @@ from hypothesis import strategies as st
 
 from cli.deps import dependency_trees, lines
 from mesh import PROFILES, ConfigError, MeshError, SupervisionSettings, Timings, method, service
-from mesh._catalog import WIRE_STATE, Record, ServiceInfo
-from mesh._errors import ProtocolError
-from mesh._events import SystemEvents
-from mesh._listing import MemberInfo, choose_provider
-from mesh._services import ServiceRegistry
-from mesh._supervision import (
+from mesh._core.catalog import WIRE_STATE, Record, ServiceInfo
+from mesh._core.events import SystemEvents
+from mesh._core.listing import MemberInfo, choose_provider
+from mesh._core.supervision import (
     Crash,
     Dependency,
     Lost,
@@ -28,6 +26,8 @@ from mesh._supervision import (
     dependency_order,
     find_cycle,
 )
+from mesh._errors import ProtocolError
+from mesh._rpc.services import ServiceRegistry
 
 SETTINGS = SupervisionSettings(
     max_restarts=3, restart_window=10.0, backoff_initial=0.1, backoff_max=0.5

@@ -11,8 +11,8 @@ import pytest
 import zmq
 
 import mesh
-from mesh import _transport
-from mesh._wire import Codec, Hello, Welcome
+from mesh._io import transport as _transport
+from mesh._wire.codec import Codec, Hello, Welcome
 from tests.programs import node_env, node_program, read_line
 
 

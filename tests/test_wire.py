@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from mesh import Limits, ProtocolError, TypeRegistry
-from mesh._wire import (
+from mesh._wire.codec import (
     PROTOCOL_MAX,
     SMALL_FRAME,
     Call,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesh import Limits, ProtocolError
-from mesh._wire import Call, Codec, Error, Kind, Reply, StreamItem
+from mesh._wire.codec import Call, Codec, Error, Kind, Reply, StreamItem
 
 # 10,000 examples in CI (CI=true), 1,000 on a developer's machine, and what
 # MESH_FUZZ_EXAMPLES says when set (`just fuzz` runs 100,000).

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import PROFILES, write_secret
-from mesh._membership import suspicion_bounds
+from mesh._core.membership import suspicion_bounds
 from tests.chaos import faults, invariants
 from tests.chaos.cpu import CpuMeter
 from tests.chaos.invariants import Call, Sample, Usage

@@ -1,6 +1,6 @@
 """A deterministic network of membership cores on a virtual clock.
 
-Every node runs the real :class:`mesh._membership.Membership`; this module only moves
+Every node runs the real :class:`mesh._core.membership.Membership`; this module only moves
 its messages and calls its timers, modelling the transport mesh uses (TCP through
 ZeroMQ), not UDP:
 
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mesh._config import MembershipSettings
-from mesh._membership import Change, Member, Membership, Message, Send, Status
+from mesh._core.membership import Change, Member, Membership, Message, Send, Status
 
 #: One-way delay on the simulated LAN and its jitter (seconds).
 DELAY = 0.0003

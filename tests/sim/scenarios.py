@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mesh._config import PROFILES, MembershipSettings
-from mesh._membership import Change, suspicion_bounds
+from mesh._core.membership import Change, suspicion_bounds
 
 from .network import Network, SimNode
 

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from mesh import MeshError, Node, Subscription
-from mesh._aio import within
+from mesh._util.aio import within
 from nodes._program import run
 from tests.soak.server import TOPIC
 

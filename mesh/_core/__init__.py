@@ -1,0 +1,1 @@
+"""Pure state machines, (input, now) -> actions: no sockets, no loop, no clock."""

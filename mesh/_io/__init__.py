@@ -1,0 +1,1 @@
+"""The only importers of zmq, zeroconf and sqlite3: transport, security, discovery, store."""

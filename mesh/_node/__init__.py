@@ -1,0 +1,1 @@
+"""Composition: the Node and the runtime parts it starts."""

@@ -1,0 +1,1 @@
+"""Calls on asyncio without zmq: services, call context, dispatcher, outgoing calls."""

@@ -1,0 +1,1 @@
+"""Helpers with no mesh logic: asyncio waits, deadline timers, resources, key codecs."""

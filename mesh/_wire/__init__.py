@@ -1,0 +1,1 @@
+"""Pure codecs: messages and their msgpack frames, gossip codec, handshake."""
