@@ -35,7 +35,7 @@ from typing import Any
 from ._config import Config
 from ._errors import MeshError
 from ._node.node import Node
-from ._rpc.context import CallContext, _current
+from ._rpc.context import CALL_CONTEXT, CallContext
 from ._rpc.services import _METHOD_ATTR, _SERVICE_ATTR, _MethodMeta, _ServiceMeta
 from ._util.resource import AsyncResource
 
@@ -212,7 +212,7 @@ def call_handler(
     if inspect.isasyncgenfunction(target):
         return _async_items(context, handler, args, kwargs)
     run_in = contextvars.copy_context()
-    run_in.run(_current.set, context)
+    run_in.run(CALL_CONTEXT.set, context)
     if inspect.isgeneratorfunction(target):
         return _items(run_in, handler, args, kwargs)
     return run_in.run(handler, *args, **kwargs)
@@ -221,11 +221,11 @@ def call_handler(
 async def _awaited(
     context: CallContext, handler: Callable[..., Any], args: Any, kwargs: dict[str, Any]
 ) -> Any:
-    token = _current.set(context)
+    token = CALL_CONTEXT.set(context)
     try:
         return await handler(*args, **kwargs)
     finally:
-        _current.reset(token)
+        CALL_CONTEXT.reset(token)
 
 
 async def _async_items(
@@ -234,20 +234,20 @@ async def _async_items(
     items = handler(*args, **kwargs)  # creating it runs none of its code
     try:
         while True:
-            token = _current.set(context)
+            token = CALL_CONTEXT.set(context)
             try:
                 item = await items.__anext__()
             except StopAsyncIteration:
                 return
             finally:
-                _current.reset(token)
+                CALL_CONTEXT.reset(token)
             yield item
     finally:
-        token = _current.set(context)
+        token = CALL_CONTEXT.set(context)
         try:
             await items.aclose()
         finally:
-            _current.reset(token)
+            CALL_CONTEXT.reset(token)
 
 
 def _items(

@@ -49,7 +49,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "_rpc.services",
     ): "the catalog lists a ServiceSpec; stage 2 passes plain data",
     ("_core.events", "_wire.codec"): "the Event tuple lives in the codec; stage 2 moves it down",
-    ("_rpc.outbound", "_node.node"): "TYPE_CHECKING cycle for PeerInfo; stage 2 removes it",
 }
 
 #: Known impurities of the pure folders: (module, what) -> why; to remove in stage 2/3.
@@ -72,11 +71,8 @@ KNOWN_PRIVATE: dict[str, set[str]] = {
         "Node._spawn",
     },
     "_node.remote": {"Node._events", "Node._joins"},
-    "_rpc.outbound": {"_rpc.context._current"},
-    "_rpc.server": {"_rpc.context._current"},
     "_wire.gossip": {"_config._SEED"},
     "testing": {
-        "_rpc.context._current",
         "_rpc.services._METHOD_ATTR",
         "_rpc.services._MethodMeta",
         "_rpc.services._SERVICE_ATTR",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .._errors import MeshError
 
-__all__ = ["CallContext", "current_call"]
+__all__ = ["CALL_CONTEXT", "CallContext", "current_call"]
 
 
 @dataclass(slots=True)
@@ -49,12 +49,15 @@ class CallContext:
         self._cancelled = True
 
 
-_current: ContextVar[CallContext | None] = ContextVar("mesh_current_call", default=None)
+#: The call the running task (or worker thread) serves: set by the dispatcher around a
+#: handler and by mesh.testing's helpers; read by current_call() and by outgoing calls
+#: made while serving (they inherit its deadline and trace id).
+CALL_CONTEXT: ContextVar[CallContext | None] = ContextVar("mesh_current_call", default=None)
 
 
 def current_call() -> CallContext:
     """The call this handler is running (also in sync handlers on the worker pool)."""
-    context = _current.get()
+    context = CALL_CONTEXT.get()
     if context is None:
         raise MeshError("current_call() is only available inside a service handler")
     return context

@@ -18,17 +18,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from random import getrandbits
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .._errors import CallTimeout, MeshError, ProtocolError, Unavailable, error_from_wire
 from .._io.transport import MonitorEvent, Pump
 from .._util.deadlines import DeadlineQueue
 from .._util.resource import AsyncResource
 from .._wire.codec import Cancel, Codec, Credit, Error, Reply, StreamEnd, StreamItem
-from .context import _current
-
-if TYPE_CHECKING:
-    from .._node.node import PeerInfo
+from .._wire.handshake import PeerInfo
+from .context import CALL_CONTEXT
 
 __all__ = ["Connection", "Outgoing", "Stream"]
 
@@ -186,7 +184,7 @@ class Outgoing:
     def inherit(timeout: float) -> tuple[float, str]:
         """Deadline (monotonic) and trace id for a new call, inherited inside a handler."""
         deadline = time.monotonic() + timeout
-        parent = _current.get()
+        parent = CALL_CONTEXT.get()
         if parent is None or not parent.trace_id:
             # 64 random bits as 16 hex digits; from random, not os.urandom: no system
             # call a call (a trace id identifies, it guards nothing)

@@ -34,7 +34,7 @@ from .._errors import (
     UnknownMethod,
 )
 from .._util.deadlines import DeadlineQueue
-from .context import CallContext, _current
+from .context import CALL_CONTEXT, CallContext
 from .services import MethodSpec, ServiceRegistry, ServiceSpec
 
 __all__ = ["Credit", "Dispatcher"]
@@ -430,7 +430,7 @@ class Dispatcher:
         started = time.monotonic()
         stats.started(started)
         error: str | None = None
-        token = _current.set(context)
+        token = CALL_CONTEXT.set(context)
         try:
             coroutine = spec.handler(*args, **kwargs)
             try:
@@ -446,7 +446,7 @@ class Dispatcher:
             error = _error_text(exc)
             raise
         finally:
-            _current.reset(token)
+            CALL_CONTEXT.reset(token)
             now = time.monotonic()
             stats.finished(now, now - started, error)
 
@@ -582,20 +582,20 @@ class Dispatcher:
         self, spec: MethodSpec, context: CallContext, args: Any, kwargs: dict[str, Any]
     ) -> Any:
         if spec.kind == "coroutine":
-            token = _current.set(context)
+            token = CALL_CONTEXT.set(context)
             key = next(self._task_keys)
             self._tasks[key] = (context, time.time())
             try:
                 return await spec.handler(*args, **kwargs)
             finally:
                 del self._tasks[key]
-                _current.reset(token)
+                CALL_CONTEXT.reset(token)
         return await self._in_pool(context, functools.partial(spec.handler, *args, **kwargs))
 
     async def _in_pool(self, context: CallContext, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the worker pool with ``current_call()`` set; abandon it if cancelled."""
         ctx = contextvars.copy_context()
-        ctx.run(_current.set, context)
+        ctx.run(CALL_CONTEXT.set, context)
         threads = self._threads
 
         def job() -> Any:
@@ -632,7 +632,7 @@ class Dispatcher:
         emit: Callable[[Any], None],
     ) -> None:
         if spec.kind == "async_stream":
-            token = _current.set(context)
+            token = CALL_CONTEXT.set(context)
             key = next(self._task_keys)
             self._tasks[key] = (context, time.time())
             items = spec.handler(*args, **kwargs)
@@ -643,7 +643,7 @@ class Dispatcher:
             finally:
                 del self._tasks[key]
                 await items.aclose()
-                _current.reset(token)
+                CALL_CONTEXT.reset(token)
             return
         generator = spec.handler(*args, **kwargs)  # creating it runs none of its code
         try:
