@@ -48,7 +48,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "_core.catalog",
         "_rpc.services",
     ): "the catalog lists a ServiceSpec; stage 2 passes plain data",
-    ("_core.events", "_wire.codec"): "the Event tuple lives in the codec; stage 2 moves it down",
 }
 
 #: Known impurities of the pure folders: (module, what) -> why; to remove in stage 2/3.

@@ -17,11 +17,10 @@ import itertools
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .._config import Limits
 from .._errors import InvalidTopic
-from .._wire.codec import Event
 from .catalog import ServiceInfo
 from .listing import MemberInfo
 
@@ -38,6 +37,20 @@ __all__ = [
     "check_topic",
     "is_system",
 ]
+
+
+class Event(NamedTuple):
+    """A published event (sent on PUB sockets as ``[topic, payload]``): its topic, the
+    publisher's node id, its number per (publisher, topic), the publisher's wall clock
+    (seconds since the epoch) and the data. Immutable; a named tuple, so that building
+    one per event received costs little."""
+
+    topic: str
+    publisher: str
+    seq: int
+    timestamp: float
+    data: Any = None
+
 
 #: Topics under this prefix come from the mesh itself; user code cannot publish them.
 RESERVED_PREFIX: Final = "$mesh."

@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 import msgpack
 
 from .._config import Limits
+from .._core.events import Event
 from .._errors import ProtocolError
 
 __all__ = [
@@ -193,19 +194,6 @@ class Goodbye:
     """The sender is leaving on purpose; forget its connection."""
 
     node_id: str
-
-
-class Event(NamedTuple):
-    """A published event (sent on PUB sockets as ``[topic, payload]``): its topic, the
-    publisher's node id, its number per (publisher, topic), the publisher's wall clock
-    (seconds since the epoch) and the data. Immutable; a named tuple, so that building
-    one per event received costs little."""
-
-    topic: str
-    publisher: str
-    seq: int
-    timestamp: float
-    data: Any = None
 
 
 @dataclass(frozen=True, slots=True)
