@@ -56,6 +56,7 @@ import msgpack
 from .._config import Limits, MembershipSettings
 from .._errors import ProtocolError, RecordTooLarge
 from .._rpc.services import ServiceSpec
+from .._util.values import fail, flag, show_repr
 from .membership import MEMBERSHIP_SHARE as _MEMBERSHIP_SHARE
 from .stats import ServiceStatistics
 from .supervision import Crash, ServiceStatus
@@ -174,13 +175,9 @@ def _packed_size(obj: Any) -> int:
 # -- strict readers: each takes the place to name in errors ----------------------------------
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _fail(where: str, expected: str, value: object) -> NoReturn:
-    raise ProtocolError(f"{where}: expected {expected}, got {_show(value)}")
+    """:func:`fail`, showing the value with plain repr (the catalog's messages)."""
+    fail(where, expected, value, show_repr)
 
 
 def _list(where: str, value: object, length: int) -> list[Any]:
@@ -242,9 +239,7 @@ def _ident(where: str, value: object) -> str:
 
 
 def _flag(where: str, value: object) -> bool:
-    if type(value) is not bool:
-        _fail(where, "true or false", value)
-    return value
+    return flag(where, value, show_repr)
 
 
 def _choice(where: str, value: object, choices: tuple[str, ...]) -> str:

@@ -16,7 +16,6 @@ so a node never sends what its peer would refuse.
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Final, NoReturn, TypeAlias
@@ -27,6 +26,7 @@ from .._config import _SEED, Limits
 from .._core.catalog import RecordPull, RecordReply, StatsPull, StatsReply
 from .._core.membership import Ack, Gossip, Member, Nack, Ping, PingReq, Status, Sync
 from .._errors import ProtocolError
+from .._util.values import fail, flag, show
 from .codec import PROTOCOL_MAX, PROTOCOL_MIN
 
 __all__ = [
@@ -89,22 +89,6 @@ _new_tuple = tuple.__new__
 _identity = id
 
 
-#: Bounded repr for error messages: a decoded value may nest ~1,000 deep, where repr()
-#: itself raises RecursionError.
-_repr = reprlib.Repr()
-_repr.maxlevel = 3
-_repr.maxstring = _repr.maxother = 60
-
-
-def _show(value: object) -> str:
-    text = _repr.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _fail(where: str, expected: str, value: object) -> NoReturn:
-    raise ProtocolError(f"{where}: expected {expected}, got {_show(value)}")
-
-
 def _is_address(value: str) -> bool:
     match = _SEED.fullmatch(value)
     return match is not None and 1 <= int(match["port"]) <= 65535
@@ -115,51 +99,43 @@ def _is_address(value: str) -> bool:
 
 def _u64(where: str, value: object) -> int:
     if type(value) is not int or not 0 <= value <= _U64_MAX:
-        _fail(where, "an integer 0..2**64-1", value)
+        fail(where, "an integer 0..2**64-1", value)
     return value
 
 
 def _id(where: str, value: object) -> str:
     if type(value) is not str or not 0 < len(value) <= _MAX_ID:
-        _fail(where, f"a node id of 1 to {_MAX_ID} characters", value)
+        fail(where, f"a node id of 1 to {_MAX_ID} characters", value)
     return value
 
 
 def _text(where: str, value: object, most: int) -> str:
     if type(value) is not str or len(value) > most:
-        _fail(where, f"a string of at most {most} characters", value)
+        fail(where, f"a string of at most {most} characters", value)
     return value
 
 
 def _address(where: str, value: object) -> str:
     if type(value) is not str or len(value) > _MAX_ADDRESS or not _is_address(value):
-        _fail(
-            where, f"an address tcp://host:port[#KEY] of at most {_MAX_ADDRESS} characters", value
-        )
+        fail(where, f"an address tcp://host:port[#KEY] of at most {_MAX_ADDRESS} characters", value)
     return value
 
 
 def _status(where: str, value: object) -> Status:
     if not (type(value) is int or type(value) is Status) or not 0 <= value <= 3:
-        _fail(where, "a status 0..3 (alive, suspect, dead, left)", value)
+        fail(where, "a status 0..3 (alive, suspect, dead, left)", value)
     return _STATUSES[value]
-
-
-def _flag(where: str, value: object) -> bool:
-    if type(value) is not bool:
-        _fail(where, "true or false", value)
-    return value
 
 
 def _member_error(where: str, value: object, decoding: bool) -> NoReturn:
     """Raise the error that names what is wrong with ``value`` as a member."""
     if decoding:
         if type(value) is not list:
-            _fail(where, f"a member array of {_MEMBER_FIELDS} items", value)
+            fail(where, f"a member array of {_MEMBER_FIELDS} items", value)
         if len(value) < _MEMBER_FIELDS:
             raise ProtocolError(f"{where}: expected {_MEMBER_FIELDS} items, got {len(value)}")
     elif type(value) is not Member:
-        _fail(where, "a Member", value)
+        fail(where, "a Member", value)
     id, name, address, incarnation, status, by, record, stats = value[:_MEMBER_FIELDS]
     _id(f"{where}.id", id)
     _text(f"{where}.name", name, _MAX_NAME)
@@ -169,7 +145,7 @@ def _member_error(where: str, value: object, decoding: bool) -> NoReturn:
     _text(f"{where}.by", by, _MAX_ID)
     _u64(f"{where}.record", record)
     _u64(f"{where}.stats", stats)
-    raise ProtocolError(f"{where}: invalid member {_show(value)}")  # pragma: no cover
+    raise ProtocolError(f"{where}: invalid member {show(value)}")  # pragma: no cover
 
 
 # -- the codec ------------------------------------------------------------------------------
@@ -244,7 +220,7 @@ class GossipCodec:
         """One frame for ``message``; raises ProtocolError for what a peer would refuse."""
         encoder = self._encoders.get(type(message))
         if encoder is None:
-            raise ProtocolError(f"not a gossip message: {_show(message)}")
+            raise ProtocolError(f"not a gossip message: {show(message)}")
         frame = encoder(message)
         try:
             data: bytes = self._packer.pack(frame)
@@ -266,7 +242,7 @@ class GossipCodec:
     def _members(self, where: str, members: object) -> object:
         """Check ``members`` (a tuple or list of Member) for sending; returns it as is."""
         if type(members) is not tuple and type(members) is not list:
-            _fail(where, "a tuple of members", members)
+            fail(where, "a tuple of members", members)
         if len(members) > self._limits.max_collection:
             raise ProtocolError(
                 f"{where}: {len(members)} members exceeds {self._limits.max_collection} "
@@ -355,7 +331,7 @@ class GossipCodec:
     def _encode_sync(self, m: Sync) -> list[Any]:
         self._sender("SYNC", m.source, m.reply_to)
         members = self._members("SYNC.members", m.members)
-        _flag("SYNC.reply", m.reply)
+        flag("SYNC.reply", m.reply)
         return [PROTOCOL_MAX, 21, m.source, m.reply_to, members, m.reply]
 
     def _encode_catalog(self, m: RecordPull | RecordReply | StatsPull | StatsReply) -> list[Any]:
@@ -387,12 +363,12 @@ class GossipCodec:
         version, kind = raw[0], raw[1]
         if type(version) is not int or not PROTOCOL_MIN <= version <= PROTOCOL_MAX:
             raise ProtocolError(
-                f"gossip message in protocol version {_show(version)}; "
+                f"gossip message in protocol version {show(version)}; "
                 f"this node speaks {PROTOCOL_MIN}..{PROTOCOL_MAX}"
             )
         decoder = self._decoders.get(kind) if type(kind) is int else None
         if decoder is None:
-            raise ProtocolError(f"unknown gossip message kind {_show(kind)}")
+            raise ProtocolError(f"unknown gossip message kind {show(kind)}")
         return decoder(raw)  # type: ignore[no-any-return]
 
     def _fields(self, raw: list[Any], kind: GossipKind, names: tuple[str, ...]) -> list[Any]:
@@ -402,7 +378,7 @@ class GossipCodec:
 
     def _decode_members(self, where: str, value: object) -> tuple[Member, ...]:
         if type(value) is not list:
-            _fail(where, "an array of members", value)
+            fail(where, "an array of members", value)
         if len(value) > self._limits.max_collection:  # pragma: no cover - msgpack refuses first
             raise ProtocolError(f"{where}: {len(value)} members exceeds limits.max_collection")
         known = self._addresses
@@ -505,7 +481,7 @@ class GossipCodec:
             _id("SYNC.source", source),
             self._decode_address("SYNC.reply_to", reply_to),
             self._decode_members("SYNC.members", members),
-            _flag("SYNC.reply", reply),
+            flag("SYNC.reply", reply),
         )
 
     def _decode_address(self, where: str, value: object) -> str:
