@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._errors import ConfigError
 from ._util.keys import decode_key
@@ -19,6 +19,7 @@ from ._util.keys import decode_key
 __all__ = [
     "ENV_VARS",
     "PROFILES",
+    "SEED_ADDRESS",
     "Config",
     "Limits",
     "MembershipSettings",
@@ -119,7 +120,7 @@ def _seeds(label: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, tuple | list):
         raise ConfigError(f"{label}: expected a list of tcp://host:port addresses, got {value!r}")
     for seed in value:
-        if not isinstance(seed, str) or not (m := _SEED.fullmatch(seed)):
+        if not isinstance(seed, str) or not (m := SEED_ADDRESS.fullmatch(seed)):
             raise ConfigError(f"{label}: {seed!r} is not of the form tcp://host:port[#PUBLICKEY]")
         if not 1 <= int(m["port"]) <= 65535:
             raise ConfigError(f"{label}: {seed!r} needs a port number 1..65535")
@@ -400,7 +401,9 @@ def _program_name() -> str:
     return Path(argv0).stem
 
 
-_SEED = re.compile(
+#: A seed or peer address, ``tcp://host:port[#PUBLICKEY]`` (groups ``host``, ``port``, ``key``);
+#: use ``fullmatch`` and check the port is 1..65535 (the pattern takes up to 5 digits).
+SEED_ADDRESS: Final = re.compile(
     r"tcp://(?P<host>[^:/#\s]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})(?:#(?P<key>\S+))?"
 )
 _WILDCARD_HOSTS = {"0.0.0.0", "*", "::", "[::]"}

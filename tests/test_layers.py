@@ -70,7 +70,6 @@ KNOWN_PRIVATE: dict[str, set[str]] = {
         "Node._spawn",
     },
     "_node.remote": {"Node._events", "Node._joins"},
-    "_wire.gossip": {"_config._SEED"},
     "testing": {
         "_rpc.services._METHOD_ATTR",
         "_rpc.services._MethodMeta",

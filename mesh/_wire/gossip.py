@@ -22,7 +22,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 
 import msgpack
 
-from .._config import _SEED, Limits
+from .._config import SEED_ADDRESS, Limits
 from .._core.catalog import RecordPull, RecordReply, StatsPull, StatsReply
 from .._core.membership import Ack, Gossip, Member, Nack, Ping, PingReq, Status, Sync
 from .._errors import ProtocolError
@@ -90,7 +90,7 @@ _identity = id
 
 
 def _is_address(value: str) -> bool:
-    match = _SEED.fullmatch(value)
+    match = SEED_ADDRESS.fullmatch(value)
     return match is not None and 1 <= int(match["port"]) <= 65535
 
 
